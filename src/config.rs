@@ -1,0 +1,284 @@
+//! Settings, read once from the environment at start.
+//!
+//! Every error names the variable at fault, and no error or `Debug` output
+//! ever contains a secret's value.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// A setting that is missing or cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Where the settings come from; tests pass a map instead of the process
+/// environment.
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    /// A set, non-blank value.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, ConfigError> {
+        self.get(name)
+            .ok_or_else(|| ConfigError::new(name, "is required but not set"))
+    }
+
+    fn parsed<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|_| ConfigError::new(name, format!("must be {expected}, got {raw:?}"))),
+        }
+    }
+}
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// Holds a password: kept out of `Debug`.
+    pub url: SecretString,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &"[redacted]")
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.required("DATABASE_URL")?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // The value may hold a password: say what is wrong, not what it is.
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must be a postgres:// or postgresql:// URL",
+            ));
+        }
+        Ok(Self {
+            url: SecretString::from(url.to_owned()),
+        })
+    }
+}
+
+/// What the webhook needs to verify and interpret Stripe's calls.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Several during a rotation; `SecretString`'s `Debug` prints no value.
+    pub secrets: Vec<SecretString>,
+    pub tolerance: Duration,
+    pub subscribed_statuses: Vec<String>,
+    pub username_metadata_key: String,
+}
+
+impl WebhookConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let secrets: Vec<SecretString> = env
+            .required("STRIPE_WEBHOOK_SECRET")?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SecretString::from(s.to_owned()))
+            .collect();
+        if secrets.is_empty() {
+            return Err(ConfigError::new(
+                "STRIPE_WEBHOOK_SECRET",
+                "holds no secret (expected whsec_..., comma-separated during a rotation)",
+            ));
+        }
+        let tolerance_secs: u64 =
+            env.parsed("WEBHOOK_TOLERANCE_SECS", 300, "a whole number of seconds")?;
+        if tolerance_secs == 0 {
+            return Err(ConfigError::new(
+                "WEBHOOK_TOLERANCE_SECS",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(Self {
+            secrets,
+            tolerance: Duration::from_secs(tolerance_secs),
+            subscribed_statuses: Self::subscribed_statuses(env)?,
+            username_metadata_key: env
+                .get("USERNAME_METADATA_KEY")
+                .unwrap_or("username")
+                .to_owned(),
+        })
+    }
+
+    fn subscribed_statuses(env: &Env) -> Result<Vec<String>, ConfigError> {
+        const KNOWN: &[&str] = &[
+            "incomplete",
+            "incomplete_expired",
+            "trialing",
+            "active",
+            "past_due",
+            "canceled",
+            "unpaid",
+            "paused",
+        ];
+        let raw = env.get("SUBSCRIBED_STATUSES").unwrap_or("active,trialing");
+        let statuses: Vec<String> = raw
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if statuses.is_empty() {
+            return Err(ConfigError::new("SUBSCRIBED_STATUSES", "names no status"));
+        }
+        if let Some(unknown) = statuses.iter().find(|s| !KNOWN.contains(&s.as_str())) {
+            return Err(ConfigError::new(
+                "SUBSCRIBED_STATUSES",
+                format!(
+                    "{unknown:?} is not a Stripe subscription status (known: {})",
+                    KNOWN.join(", ")
+                ),
+            ));
+        }
+        Ok(statuses)
+    }
+}
+
+/// Where the HTTP server listens.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub host: IpAddr,
+    pub port: u16,
+}
+
+impl HttpConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            host: env.parsed("HOST", IpAddr::from([0, 0, 0, 0]), "an IP address")?,
+            port: env.parsed("PORT", 8080, "a port number (0-65535)")?,
+        })
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env
+            .get("LOG_FORMAT")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("json") => Ok(Self::Json),
+            Some("text") => Ok(Self::Text),
+            Some(other) => Err(ConfigError::new(
+                "LOG_FORMAT",
+                format!("must be json or text, got {other:?}"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    #[test]
+    fn webhook_defaults_follow_the_contract() {
+        let env = Env::from_pairs([("STRIPE_WEBHOOK_SECRET", "whsec_a")]);
+        let config = WebhookConfig::from_env(&env).unwrap();
+        assert_eq!(config.tolerance, Duration::from_secs(300));
+        assert_eq!(config.subscribed_statuses, ["active", "trialing"]);
+        assert_eq!(config.username_metadata_key, "username");
+    }
+
+    #[test]
+    fn several_secrets_are_split_on_commas() {
+        let env = Env::from_pairs([("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new,")]);
+        let config = WebhookConfig::from_env(&env).unwrap();
+        let secrets: Vec<&str> = config.secrets.iter().map(|s| s.expose_secret()).collect();
+        assert_eq!(secrets, ["whsec_old", "whsec_new"]);
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_the_secret() {
+        let env = Env::from_pairs([
+            ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
+            ("WEBHOOK_TOLERANCE_SECS", "soon"),
+        ]);
+        let error = WebhookConfig::from_env(&env).unwrap_err();
+        assert_eq!(error.variable, "WEBHOOK_TOLERANCE_SECS");
+        assert!(!error.to_string().contains("topsecret"));
+
+        let config = WebhookConfig::from_env(&Env::from_pairs([(
+            "STRIPE_WEBHOOK_SECRET",
+            "whsec_topsecret",
+        )]))
+        .unwrap();
+        assert!(!format!("{config:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn missing_and_unknown_values_are_refused() {
+        let missing = WebhookConfig::from_env(&Env::from_pairs([])).unwrap_err();
+        assert_eq!(missing.variable, "STRIPE_WEBHOOK_SECRET");
+
+        let env = Env::from_pairs([
+            ("STRIPE_WEBHOOK_SECRET", "whsec_a"),
+            ("SUBSCRIBED_STATUSES", "active,paid"),
+        ]);
+        let unknown = WebhookConfig::from_env(&env).unwrap_err();
+        assert_eq!(unknown.variable, "SUBSCRIBED_STATUSES");
+
+        let url = DatabaseConfig::from_env(&Env::from_pairs([(
+            "DATABASE_URL",
+            "mysql://root:hunter2@db",
+        )]))
+        .unwrap_err();
+        assert_eq!(url.variable, "DATABASE_URL");
+        assert!(!url.to_string().contains("hunter2"));
+
+        let port = HttpConfig::from_env(&Env::from_pairs([("PORT", "80800")])).unwrap_err();
+        assert_eq!(port.variable, "PORT");
+    }
+}

@@ -1,0 +1,406 @@
+//! A verified Stripe event body -> the change it asks of us.
+//!
+//! Only the fields we need are read, and every one of them may be missing or
+//! in another place depending on the endpoint's API version: Stripe adds
+//! fields all the time and moves some (`current_period_end` onto subscription
+//! items, an invoice's subscription under `parent.subscription_details`).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Why a body is not a Stripe event we can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("body is not a Stripe event: {0}")]
+    NotAnEvent(String),
+    #[error("{kind} event has no usable data.object: {reason}")]
+    BadObject { kind: String, reason: String },
+}
+
+/// One Stripe event, reduced to what the store needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: String,
+    pub kind: String,
+    /// Unix seconds; Stripe's resolution is one second, so ties happen.
+    pub created: i64,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Checkout(Checkout),
+    Subscription(SubscriptionUpdate),
+    Invoice(InvoiceNote),
+    /// A type we do not act on: recorded and acknowledged.
+    Unhandled,
+}
+
+/// `checkout.session.completed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    pub session_id: String,
+    pub username: Option<String>,
+    pub customer: Option<String>,
+    pub subscription: Option<String>,
+    /// `payment_status` is `paid` or `no_payment_required`.
+    pub paid: bool,
+}
+
+/// `customer.subscription.*`: the subscription's state as of the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionUpdate {
+    pub subscription: String,
+    pub customer: Option<String>,
+    pub username: Option<String>,
+    pub status: String,
+    /// Unix seconds.
+    pub current_period_end: Option<i64>,
+}
+
+/// `invoice.paid` / `invoice.payment_failed`: carries no subscription status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceNote {
+    pub customer: Option<String>,
+    pub subscription: Option<String>,
+    pub username: Option<String>,
+}
+
+pub const SUBSCRIPTION_EVENTS: &[&str] = &[
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+];
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    created: i64,
+    #[serde(borrow)]
+    data: RawData<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawData<'a> {
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+/// A reference to another Stripe object: an id, or the object itself when
+/// the endpoint expands it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Reference {
+    Id(String),
+    Expanded { id: String },
+}
+
+fn id_of(reference: Option<Reference>) -> Option<String> {
+    match reference? {
+        Reference::Id(id) | Reference::Expanded { id } => Some(id).filter(|id| !id.is_empty()),
+    }
+}
+
+type Metadata = Option<HashMap<String, Option<String>>>;
+
+fn username_in(metadata: &Metadata, key: &str) -> Option<String> {
+    metadata
+        .as_ref()?
+        .get(key)?
+        .as_deref()
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+}
+
+#[derive(Deserialize)]
+struct RawCheckout {
+    id: String,
+    client_reference_id: Option<String>,
+    #[serde(default)]
+    metadata: Metadata,
+    customer: Option<Reference>,
+    subscription: Option<Reference>,
+    payment_status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscription {
+    id: String,
+    status: String,
+    customer: Option<Reference>,
+    #[serde(default)]
+    metadata: Metadata,
+    current_period_end: Option<i64>,
+    items: Option<RawList<RawItem>>,
+}
+
+#[derive(Deserialize)]
+struct RawList<T> {
+    #[serde(default = "Vec::new")]
+    data: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct RawItem {
+    current_period_end: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct RawInvoice {
+    customer: Option<Reference>,
+    subscription: Option<Reference>,
+    #[serde(default)]
+    metadata: Metadata,
+    subscription_details: Option<RawSubscriptionDetails>,
+    parent: Option<RawInvoiceParent>,
+}
+
+#[derive(Deserialize)]
+struct RawInvoiceParent {
+    subscription_details: Option<RawSubscriptionDetails>,
+}
+
+#[derive(Deserialize)]
+struct RawSubscriptionDetails {
+    subscription: Option<Reference>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+/// Parses a (verified) webhook body. `username_key` is the metadata key that
+/// names the user.
+pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
+    let raw: RawEvent =
+        serde_json::from_slice(body).map_err(|e| EventError::NotAnEvent(e.to_string()))?;
+    if raw.id.is_empty() || raw.kind.is_empty() {
+        return Err(EventError::NotAnEvent("empty id or type".into()));
+    }
+    let object = raw.data.object.get();
+    let bad_object = |e: serde_json::Error| EventError::BadObject {
+        kind: raw.kind.clone(),
+        reason: e.to_string(),
+    };
+    let action = match raw.kind.as_str() {
+        "checkout.session.completed" => Action::Checkout(checkout(
+            serde_json::from_str(object).map_err(bad_object)?,
+            username_key,
+        )),
+        kind if SUBSCRIPTION_EVENTS.contains(&kind) => Action::Subscription(subscription(
+            serde_json::from_str(object).map_err(bad_object)?,
+            kind,
+            username_key,
+        )),
+        "invoice.paid" | "invoice.payment_failed" => Action::Invoice(invoice(
+            serde_json::from_str(object).map_err(bad_object)?,
+            username_key,
+        )),
+        _ => Action::Unhandled,
+    };
+    Ok(Event {
+        id: raw.id,
+        kind: raw.kind,
+        created: raw.created,
+        action,
+    })
+}
+
+fn checkout(raw: RawCheckout, username_key: &str) -> Checkout {
+    Checkout {
+        session_id: raw.id,
+        username: raw
+            .client_reference_id
+            .filter(|id| !id.is_empty())
+            .or_else(|| username_in(&raw.metadata, username_key)),
+        customer: id_of(raw.customer),
+        subscription: id_of(raw.subscription),
+        paid: matches!(
+            raw.payment_status.as_deref(),
+            Some("paid" | "no_payment_required")
+        ),
+    }
+}
+
+fn subscription(raw: RawSubscription, kind: &str, username_key: &str) -> SubscriptionUpdate {
+    let item_period_end = raw
+        .items
+        .into_iter()
+        .flat_map(|items| items.data)
+        .filter_map(|item| item.current_period_end)
+        .max();
+    SubscriptionUpdate {
+        subscription: raw.id,
+        customer: id_of(raw.customer),
+        username: username_in(&raw.metadata, username_key),
+        // A deleted subscription is canceled, whatever the payload says.
+        status: if kind == "customer.subscription.deleted" {
+            "canceled".to_owned()
+        } else {
+            raw.status.to_ascii_lowercase()
+        },
+        current_period_end: raw.current_period_end.or(item_period_end),
+    }
+}
+
+fn invoice(raw: RawInvoice, username_key: &str) -> InvoiceNote {
+    let details = raw
+        .subscription_details
+        .or_else(|| raw.parent.and_then(|parent| parent.subscription_details));
+    let (details_subscription, details_metadata) = match details {
+        Some(details) => (id_of(details.subscription), details.metadata),
+        None => (None, None),
+    };
+    InvoiceNote {
+        customer: id_of(raw.customer),
+        subscription: id_of(raw.subscription).or(details_subscription),
+        username: username_in(&raw.metadata, username_key)
+            .or_else(|| username_in(&details_metadata, username_key)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(kind: &str, object: serde_json::Value) -> Vec<u8> {
+        json!({
+            "id": "evt_1", "object": "event", "api_version": "2020-08-27",
+            "created": 1_700_000_000, "livemode": false, "pending_webhooks": 1,
+            "type": kind, "data": { "object": object, "previous_attributes": {} },
+            "request": { "id": null, "idempotency_key": null }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn checkout_prefers_client_reference_id() {
+        let body = event(
+            "checkout.session.completed",
+            json!({ "id": "cs_1", "object": "checkout.session", "client_reference_id": "alice",
+                    "metadata": { "username": "bob" }, "customer": "cus_1",
+                    "subscription": "sub_1", "payment_status": "paid", "mode": "subscription" }),
+        );
+        let parsed = parse(&body, "username").unwrap();
+        assert_eq!(parsed.id, "evt_1");
+        assert_eq!(parsed.created, 1_700_000_000);
+        assert_eq!(
+            parsed.action,
+            Action::Checkout(Checkout {
+                session_id: "cs_1".into(),
+                username: Some("alice".into()),
+                customer: Some("cus_1".into()),
+                subscription: Some("sub_1".into()),
+                paid: true,
+            })
+        );
+    }
+
+    #[test]
+    fn checkout_falls_back_to_the_configured_metadata_key() {
+        let body = event(
+            "checkout.session.completed",
+            json!({ "id": "cs_1", "client_reference_id": null, "metadata": { "user": "Bob" },
+                    "customer": { "id": "cus_9", "object": "customer" },
+                    "payment_status": "unpaid" }),
+        );
+        let Action::Checkout(checkout) = parse(&body, "user").unwrap().action else {
+            panic!("not a checkout");
+        };
+        assert_eq!(checkout.username.as_deref(), Some("Bob"));
+        assert_eq!(checkout.customer.as_deref(), Some("cus_9"));
+        assert_eq!(checkout.subscription, None);
+        assert!(!checkout.paid);
+    }
+
+    #[test]
+    fn subscription_period_end_may_live_on_items() {
+        let body = event(
+            "customer.subscription.updated",
+            json!({ "id": "sub_1", "status": "past_due", "customer": "cus_1", "metadata": {},
+                    "items": { "object": "list", "data": [
+                        { "id": "si_1", "current_period_end": 1_700_000_100 },
+                        { "id": "si_2", "current_period_end": 1_700_000_200 } ] } }),
+        );
+        let Action::Subscription(update) = parse(&body, "username").unwrap().action else {
+            panic!("not a subscription");
+        };
+        assert_eq!(update.status, "past_due");
+        assert_eq!(update.username, None);
+        assert_eq!(update.current_period_end, Some(1_700_000_200));
+    }
+
+    #[test]
+    fn deleted_means_canceled() {
+        let body = event(
+            "customer.subscription.deleted",
+            json!({ "id": "sub_1", "status": "active", "customer": "cus_1",
+                    "current_period_end": 5, "metadata": { "username": "carol" } }),
+        );
+        let Action::Subscription(update) = parse(&body, "username").unwrap().action else {
+            panic!("not a subscription");
+        };
+        assert_eq!(update.status, "canceled");
+        assert_eq!(update.username.as_deref(), Some("carol"));
+        assert_eq!(update.current_period_end, Some(5));
+    }
+
+    #[test]
+    fn invoice_reads_old_and_new_api_shapes() {
+        let old = event(
+            "invoice.paid",
+            json!({ "id": "in_1", "customer": "cus_1", "subscription": "sub_1",
+                    "subscription_details": { "metadata": { "username": "dan" } } }),
+        );
+        let new = event(
+            "invoice.payment_failed",
+            json!({ "id": "in_1", "customer": "cus_1",
+                    "parent": { "type": "subscription_details", "subscription_details": {
+                        "subscription": "sub_1", "metadata": { "username": "dan" } } } }),
+        );
+        for body in [old, new] {
+            assert_eq!(
+                parse(&body, "username").unwrap().action,
+                Action::Invoice(InvoiceNote {
+                    customer: Some("cus_1".into()),
+                    subscription: Some("sub_1".into()),
+                    username: Some("dan".into()),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_types_parse_without_looking_at_the_object() {
+        let body = event("customer.created", json!("anything at all"));
+        assert_eq!(parse(&body, "username").unwrap().action, Action::Unhandled);
+    }
+
+    #[test]
+    fn bodies_that_are_not_events_are_refused() {
+        assert!(matches!(
+            parse(b"not json", "username"),
+            Err(EventError::NotAnEvent(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"id\":\"evt_1\"}", "username"),
+            Err(EventError::NotAnEvent(_))
+        ));
+        assert!(matches!(
+            parse(b"[1,2]", "username"),
+            Err(EventError::NotAnEvent(_))
+        ));
+        let no_status = event("customer.subscription.updated", json!({ "id": "sub_1" }));
+        assert!(matches!(
+            parse(&no_status, "username"),
+            Err(EventError::BadObject { .. })
+        ));
+    }
+}

@@ -1,0 +1,72 @@
+//! All SQL lives under this module.
+
+mod apply;
+mod sessions;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::DatabaseConfig;
+
+pub use apply::Outcome;
+
+/// How long a request may wait for a pooled connection before the database
+/// counts as unavailable (the webhook answers 503 within 5 s).
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// No statement of ours should ever take long; one that does is a symptom
+/// (a lock held by the web app, an overloaded server) and is cut off.
+const STATEMENT_TIMEOUT: &str = "5s";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// A pool that connects on first use, so that a server started before its
+/// database still starts.
+pub fn pool(config: &DatabaseConfig, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(config.url.expose_secret())?
+        .application_name("session-worker")
+        .options([("statement_timeout", STATEMENT_TIMEOUT)]);
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options))
+}
+
+/// Applies pending migrations. Safe to run from several instances at once:
+/// the migrator holds an advisory lock while it works.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// The store of subscription state, and the sessions it keeps in step.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+    /// Statuses that count as subscribed (`SUBSCRIBED_STATUSES`).
+    subscribed_statuses: Vec<String>,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, subscribed_statuses: Vec<String>) -> Self {
+        Self {
+            pool,
+            subscribed_statuses,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// One round trip: does the database answer?
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+    }
+
+    fn counts_as_subscribed(&self, status: &str) -> bool {
+        self.subscribed_statuses.iter().any(|s| s == status)
+    }
+}
