@@ -55,11 +55,11 @@ CREATE INDEX sw_subscriptions_orphans_idx ON sw_subscriptions (customer_id) WHER
 -- subscriptions, the status shown is that of a subscribed one if any, else
 -- of the most recent.
 CREATE VIEW user_subscription_status AS
-SELECT username, subscribed, status, current_period_end
+SELECT username, any_subscribed AS subscribed, status, current_period_end
 FROM (
     SELECT DISTINCT ON (username)
         username,
-        bool_or(subscribed) OVER (PARTITION BY username) AS subscribed,
+        bool_or(subscribed) OVER (PARTITION BY username) AS any_subscribed,
         status,
         (current_period_end AT TIME ZONE 'UTC') AS current_period_end
     FROM sw_subscriptions

@@ -7,7 +7,9 @@
 # removed when the command ends, however it ends.
 #
 # The throwaway server's TimeZone is deliberately not UTC (Pacific/Kiritimati,
-# UTC+14), so that every test also checks that "now" is taken in UTC.
+# UTC+14), so that clients that keep the server's zone (psql, pgbench, many
+# web-app drivers) see the same clock as a real non-UTC deployment. (sqlx asks
+# for UTC itself; the time-zone tests set theirs explicitly.)
 #
 #   scripts/with-postgres.sh cargo test
 set -euo pipefail

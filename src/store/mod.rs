@@ -26,13 +26,19 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// A pool that connects on first use, so that a server started before its
 /// database still starts.
 pub fn pool(config: &DatabaseConfig, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(config.url.expose_secret())?
+    let options = PgConnectOptions::from_str(config.url.expose_secret())?;
+    Ok(pool_with(options, max_connections))
+}
+
+/// [`pool`] for connection options already parsed.
+pub fn pool_with(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    let options = options
         .application_name("session-worker")
         .options([("statement_timeout", STATEMENT_TIMEOUT)]);
-    Ok(PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_lazy_with(options))
+        .connect_lazy_with(options)
 }
 
 /// Applies pending migrations. Safe to run from several instances at once:

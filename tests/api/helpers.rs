@@ -1,0 +1,200 @@
+//! Building signed Stripe events, sessions, and the app under test.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use session_worker::http::{AppState, router};
+use session_worker::signature::{Verifier, sign};
+use session_worker::store::Store;
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+pub const SECRET: &str = "whsec_test_secret";
+
+pub fn state(pool: PgPool) -> AppState {
+    AppState {
+        store: Store::new(pool, vec!["active".into(), "trialing".into()]),
+        verifier: Arc::new(Verifier::new(
+            &[SecretString::from(SECRET)],
+            std::time::Duration::from_secs(300),
+        )),
+        username_key: "username".into(),
+    }
+}
+
+pub fn app(pool: PgPool) -> Router {
+    router(state(pool))
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Posts `body` with `signature` as the Stripe-Signature header (none if None).
+pub async fn post_raw(
+    app: &Router,
+    body: Vec<u8>,
+    signature: Option<String>,
+) -> (StatusCode, Value) {
+    let mut request = Request::post("/webhooks/stripe").header("content-type", "application/json");
+    if let Some(signature) = signature {
+        request = request.header("stripe-signature", signature);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({ "raw": String::from_utf8_lossy(&bytes) }));
+    (status, body)
+}
+
+/// Delivers `event` signed with the test secret, as Stripe would.
+pub async fn deliver(app: &Router, event: &Value) -> (StatusCode, Value) {
+    let body = serde_json::to_vec(event).unwrap();
+    let signature = sign(SECRET, now(), &body);
+    post_raw(app, body, Some(signature)).await
+}
+
+/// Delivers and returns the outcome, asserting a 200.
+pub async fn outcome(app: &Router, event: &Value) -> String {
+    let (status, body) = deliver(app, event).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["outcome"].as_str().unwrap().to_owned()
+}
+
+fn envelope(id: &str, kind: &str, created: i64, object: Value) -> Value {
+    json!({
+        "id": id,
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": { "id": "req_123", "idempotency_key": null },
+        "type": kind,
+        "data": { "object": object }
+    })
+}
+
+pub fn checkout(
+    id: &str,
+    created: i64,
+    username: &str,
+    customer: &str,
+    subscription: Option<&str>,
+) -> Value {
+    envelope(
+        id,
+        "checkout.session.completed",
+        created,
+        json!({
+            "id": format!("cs_{id}"),
+            "object": "checkout.session",
+            "client_reference_id": username,
+            "customer": customer,
+            "subscription": subscription,
+            "mode": if subscription.is_some() { "subscription" } else { "payment" },
+            "payment_status": "paid",
+            "status": "complete",
+            "metadata": {},
+            "amount_total": 1500,
+            "currency": "usd"
+        }),
+    )
+}
+
+pub fn subscription(
+    id: &str,
+    kind: &str,
+    created: i64,
+    subscription: &str,
+    customer: &str,
+    status: &str,
+    username: Option<&str>,
+) -> Value {
+    let metadata = match username {
+        Some(name) => json!({ "username": name }),
+        None => json!({}),
+    };
+    envelope(
+        id,
+        &format!("customer.subscription.{kind}"),
+        created,
+        json!({
+            "id": subscription,
+            "object": "subscription",
+            "customer": customer,
+            "status": status,
+            "metadata": metadata,
+            "cancel_at_period_end": false,
+            "items": { "object": "list", "data": [
+                { "id": "si_1", "object": "subscription_item", "current_period_end": created + 2_592_000,
+                  "price": { "id": "price_1", "object": "price", "unit_amount": 1500 } }
+            ] }
+        }),
+    )
+}
+
+pub fn event_of_type(id: &str, kind: &str, object: Value) -> Value {
+    envelope(id, kind, now(), object)
+}
+
+/// Adds a session expiring `expires_in_minutes` from now (UTC; negative for
+/// the past).
+pub async fn add_session(
+    pool: &PgPool,
+    session_id: &str,
+    username: &str,
+    data: Option<&str>,
+    expires_in_minutes: i32,
+    active: bool,
+) {
+    sqlx::query(
+        "INSERT INTO user_sessions (session_id, username, session_data, expires_at, is_active, updated_at) \
+         VALUES ($1, $2, $3, (now() AT TIME ZONE 'UTC') + make_interval(mins => $4), $5, \
+                 (now() AT TIME ZONE 'UTC') - interval '1 day')",
+    )
+    .bind(session_id)
+    .bind(username)
+    .bind(data)
+    .bind(expires_in_minutes)
+    .bind(active)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+pub async fn raw_session(pool: &PgPool, session_id: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT session_data FROM user_sessions WHERE session_id = $1")
+        .bind(session_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+pub async fn session(pool: &PgPool, session_id: &str) -> Value {
+    serde_json::from_str(
+        &raw_session(pool, session_id)
+            .await
+            .unwrap_or_else(|| "null".into()),
+    )
+    .unwrap()
+}
+
+/// (subscribed, status) from the view the web app reads.
+pub async fn user_status(pool: &PgPool, username: &str) -> Option<(bool, Option<String>)> {
+    sqlx::query_as("SELECT subscribed, status FROM user_subscription_status WHERE username = $1")
+        .bind(username)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}

@@ -1,0 +1,88 @@
+//! Migrations on a database where the web app already made `user_sessions`.
+
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = false)]
+async fn migrations_keep_an_existing_user_sessions_table_and_its_rows(pool: PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE user_sessions (
+            id SERIAL PRIMARY KEY,
+            session_id VARCHAR(64) UNIQUE NOT NULL,
+            username VARCHAR(50) NOT NULL,
+            session_data TEXT,
+            created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+            expires_at TIMESTAMP NOT NULL,
+            is_active BOOLEAN DEFAULT TRUE
+        );
+        INSERT INTO user_sessions (session_id, username, session_data, expires_at)
+        SELECT 'sid-' || i, 'user-' || (i % 10), '{\"i\": ' || i || '}', now() + interval '1 hour'
+        FROM generate_series(1, 500) AS i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    session_worker::store::migrate(&pool).await.unwrap();
+    // Twice, as every deploy (and every instance) does.
+    session_worker::store::migrate(&pool).await.unwrap();
+
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_sessions WHERE session_data LIKE '{\"i\": %'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 500);
+    let index: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'user_sessions' AND indexname = 'user_sessions_username_idx'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(index.contains("(username)"), "{index}");
+    let valid: bool = sqlx::query_scalar(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'user_sessions_username_idx'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(valid);
+
+    // The lookup the webhook makes uses the index, not a scan of the table.
+    sqlx::raw_sql("ANALYZE user_sessions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id, session_data FROM user_sessions \
+         WHERE username = 'user-3' AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        plan.join("\n").contains("user_sessions_username_idx"),
+        "{plan:?}"
+    );
+
+    let view_columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_name = 'user_subscription_status' ORDER BY ordinal_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        view_columns,
+        [
+            ("username".into(), "text".into()),
+            ("subscribed".into(), "boolean".into()),
+            ("status".into(), "text".into()),
+            (
+                "current_period_end".into(),
+                "timestamp without time zone".into()
+            ),
+        ]
+    );
+}
