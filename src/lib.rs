@@ -11,5 +11,6 @@ pub mod ordering;
 pub mod serve;
 pub mod session_data;
 pub mod signature;
+pub mod stats;
 pub mod store;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! `session-worker serve`: migrations, then the HTTP server until a signal.
+//! `session-worker serve`: listen at once, apply migrations as soon as the
+//! database answers, serve until a signal, then drain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,15 +7,21 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseConfig, Env, HttpConfig, WebhookConfig};
-use crate::http::{AppState, router};
+use crate::config::{ConfigError, DatabaseConfig, Env, HttpConfig, WebhookConfig};
+use crate::http::{AppState, SchemaReady, router};
 use crate::signature::Verifier;
+use crate::stats;
 use crate::store::{self, Store};
 
-/// Connections for the webhook path: enough for Stripe's bursts on a small
-/// instance, few enough to leave the web app most of a small database's
-/// `max_connections`.
-const POOL_SIZE: u32 = 8;
+/// Connections for the webhook path: each event holds one for a few
+/// milliseconds, so 8 absorb Stripe's bursts on a small instance and leave
+/// the web app most of a small database's `max_connections` (Render's
+/// smallest plans allow 97).
+pub const POOL_SIZE: u32 = 8;
+
+/// Render waits 30 s (`maxShutdownDelaySeconds`) before SIGKILL; in-flight
+/// requests get this long to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(25);
 
 /// Everything `serve` needs, read before anything starts.
 pub struct ServeConfig {
@@ -24,7 +31,7 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    pub fn from_env(env: &Env) -> Result<Self, crate::config::ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             database: DatabaseConfig::from_env(env)?,
             webhook: WebhookConfig::from_env(env)?,
@@ -35,9 +42,9 @@ impl ServeConfig {
 
 pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pool = store::pool(&config.database, POOL_SIZE)?;
-    if !migrate_with_retry(&pool, &shutdown).await {
-        return Ok(());
-    }
+    let metrics = stats::install();
+    tokio::spawn(stats::upkeep(metrics.clone()));
+    let schema = SchemaReady::default();
     let state = AppState {
         store: Store::new(pool.clone(), config.webhook.subscribed_statuses.clone()),
         verifier: Arc::new(Verifier::new(
@@ -45,13 +52,34 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
             config.webhook.tolerance,
         )),
         username_key: config.webhook.username_metadata_key.clone().into(),
+        schema: schema.clone(),
+        metrics,
     };
 
     let listener = TcpListener::bind((config.http.host, config.http.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, router(state))
+    let migrations = tokio::spawn({
+        let (pool, shutdown) = (pool.clone(), shutdown.clone());
+        async move {
+            if migrate_with_retry(&pool, &shutdown).await {
+                schema.set();
+                tracing::info!("migrations applied; ready");
+            }
+        }
+    });
+
+    let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+        .into_future();
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = deadline => tracing::warn!(limit_s = DRAIN_LIMIT.as_secs(), "requests still in flight at the drain limit; stopping anyway"),
+    }
+    migrations.abort();
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -31,6 +31,20 @@ pub enum SignatureError {
     Mismatch,
 }
 
+impl SignatureError {
+    /// A short, stable name for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingHeader => "missing_header",
+            Self::MissingTimestamp => "missing_timestamp",
+            Self::InvalidTimestamp => "invalid_timestamp",
+            Self::MissingV1 => "missing_v1",
+            Self::Stale => "stale",
+            Self::Mismatch => "mismatch",
+        }
+    }
+}
+
 /// The parts of a `Stripe-Signature` header that we use.
 #[derive(Debug, PartialEq, Eq)]
 struct SignatureHeader {

@@ -1,13 +1,20 @@
 //! The HTTP surface. Only this module knows axum.
 
 mod error;
+mod health;
 mod webhook;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::ServiceBuilderExt;
+use tower_http::request_id::MakeRequestUuid;
+use tower_http::trace::TraceLayer;
 
 use crate::signature::Verifier;
 use crate::store::Store;
@@ -23,14 +30,54 @@ pub struct AppState {
     pub store: Store,
     pub verifier: Arc<Verifier>,
     pub username_key: Arc<str>,
+    pub schema: SchemaReady,
+    pub metrics: PrometheusHandle,
+}
+
+/// Set once migrations are applied; until then webhooks and `/readyz` answer
+/// 503 (the server listens before its database is reachable).
+#[derive(Clone, Debug, Default)]
+pub struct SchemaReady(Arc<AtomicBool>);
+
+impl SchemaReady {
+    pub fn already() -> Self {
+        let ready = Self::default();
+        ready.set();
+        ready
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 pub fn router(state: AppState) -> Router {
+    // Outermost first: an id for the request, a span that carries it, and the
+    // id echoed on the response.
+    let request_layers = tower::ServiceBuilder::new()
+        .set_x_request_id(MakeRequestUuid)
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .propagate_x_request_id();
+
     Router::new()
         .route(
             "/webhooks/stripe",
             post(webhook::receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health::alive))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(health::metrics))
         .with_state(state)
+        .layer(request_layers)
 }

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use session_worker::http::{AppState, router};
+use session_worker::http::{AppState, SchemaReady, router};
 use session_worker::signature::{Verifier, sign};
 use session_worker::store::Store;
 use sqlx::PgPool;
@@ -24,6 +24,8 @@ pub fn state(pool: PgPool) -> AppState {
             std::time::Duration::from_secs(300),
         )),
         username_key: "username".into(),
+        schema: SchemaReady::already(),
+        metrics: session_worker::stats::install(),
     }
 }
 

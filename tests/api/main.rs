@@ -2,9 +2,12 @@
 //! fresh database, with the migrations applied, on the server DATABASE_URL
 //! names (scripts/test.sh starts a throwaway one).
 
+mod binary;
+mod cable;
 mod concurrency;
 mod helpers;
 mod migrations;
+mod operations;
 mod ordering;
 mod outage;
 mod process;

@@ -1,72 +1,18 @@
 //! A database that goes away and comes back: 503 within 5 s, nothing lost.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use sqlx::PgPool;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
+use crate::cable::{Cable, server_of};
 use crate::helpers::*;
-
-/// A TCP proxy to PostgreSQL that can be cut (every connection dropped, new
-/// ones refused) and restored on the same port.
-struct Cable {
-    address: SocketAddr,
-    upstream: SocketAddr,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Cable {
-    async fn to(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut cable = Self {
-            address,
-            upstream,
-            task: None,
-        };
-        cable.connect_with(listener);
-        cable
-    }
-
-    fn connect_with(&mut self, listener: TcpListener) {
-        let upstream = self.upstream;
-        self.task = Some(tokio::spawn(async move {
-            let mut links = tokio::task::JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                links.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        }));
-    }
-
-    /// Aborting the task drops the listener and, with the JoinSet, every link.
-    async fn cut(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    async fn restore(&mut self) {
-        let listener = TcpListener::bind(self.address).await.unwrap();
-        self.connect_with(listener);
-    }
-}
 
 #[sqlx::test]
 async fn an_outage_answers_503_quickly_and_the_retry_applies(pool: PgPool) {
     add_session(&pool, "s", "rita", Some("{}"), 60, true).await;
     let direct = (*pool.connect_options()).clone();
-    let upstream: SocketAddr = format!("{}:{}", direct.get_host(), direct.get_port())
-        .parse()
-        .unwrap();
-    let mut cable = Cable::to(upstream).await;
+    let mut cable = Cable::to(server_of(&pool)).await;
     let through_cable =
         session_worker::store::pool_with(direct.host("127.0.0.1").port(cable.address.port()), 4);
     let app = app(through_cable);

@@ -1,15 +1,13 @@
-//! The real binary, run as a process.
+//! The real binary, run as a process: subcommands, settings, signals.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use session_worker::signature::sign;
 use sqlx::PgPool;
 
+use crate::binary::{BIN, Server, database_url};
 use crate::helpers::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_session-worker");
 
 fn bare_command() -> Command {
     let mut command = Command::new(BIN);
@@ -17,17 +15,6 @@ fn bare_command() -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     command
-}
-
-fn database_url(pool: &PgPool) -> String {
-    let options = pool.connect_options();
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap()
-    )
 }
 
 #[test]
@@ -57,27 +44,20 @@ fn sign_prints_the_header_value_computed_independently() {
 
 #[test]
 fn settings_errors_name_the_variable_exit_2_and_hide_secrets() {
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let url = ("DATABASE_URL", "postgres://u:hunter2@localhost/db");
+    let secret = ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret");
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (&[], "DATABASE_URL"),
+        (&[url], "STRIPE_WEBHOOK_SECRET"),
+        (&[url, secret, ("PORT", "eighty")], "PORT"),
         (
-            &[("DATABASE_URL", "postgres://u:hunter2@localhost/db")],
-            "STRIPE_WEBHOOK_SECRET",
-        ),
-        (
-            &[
-                ("DATABASE_URL", "postgres://u:hunter2@localhost/db"),
-                ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
-                ("PORT", "eighty"),
-            ],
-            "PORT",
-        ),
-        (
-            &[
-                ("DATABASE_URL", "postgres://u:hunter2@localhost/db"),
-                ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret"),
-                ("WEBHOOK_TOLERANCE_SECS", "-5"),
-            ],
+            &[url, secret, ("WEBHOOK_TOLERANCE_SECS", "-5")],
             "WEBHOOK_TOLERANCE_SECS",
+        ),
+        (&[url, secret, ("LOG_FORMAT", "xml")], "LOG_FORMAT"),
+        (
+            &[("DATABASE_URL", "mysql://u:hunter2@localhost/db"), secret],
+            "DATABASE_URL",
         ),
     ];
     for (vars, variable) in cases {
@@ -104,7 +84,7 @@ fn settings_errors_name_the_variable_exit_2_and_hide_secrets() {
 async fn migrate_applies_and_exits(pool: PgPool) {
     let output = bare_command()
         .arg("migrate")
-        .env("DATABASE_URL", database_url(&pool))
+        .env("DATABASE_URL", database_url(&pool, None))
         .output()
         .unwrap();
     assert!(
@@ -114,115 +94,92 @@ async fn migrate_applies_and_exits(pool: PgPool) {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_until_healthy(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if reqwest::get(format!("{base}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
-}
-
-/// SIGTERM while a webhook waits on a row lock: the request completes and is
-/// applied, and the process exits 0.
+/// SIGTERM while webhooks wait on a row lock: they complete and are applied,
+/// new connections are refused, and the process exits 0.
 #[sqlx::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_0(pool: PgPool) {
     add_session(&pool, "s", "sam", Some("{}"), 60, true).await;
-    let port = free_port();
-    let mut server = tokio::process::Command::new(BIN)
-        .arg("serve")
-        .env_clear()
-        .env("DATABASE_URL", database_url(&pool))
-        .env("STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until_healthy(&base).await;
+    let mut server = Server::start(&database_url(&pool, None), &[]);
+    server.wait_until("/readyz", 200).await;
 
-    // Hold the session's row so the webhook is still in flight at SIGTERM.
+    // Hold the session's row so the webhooks are still in flight at SIGTERM.
     let mut blocker = pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM user_sessions WHERE session_id = 's' FOR UPDATE")
         .execute(&mut *blocker)
         .await
         .unwrap();
+    let t = now() - 100;
+    let in_flight: Vec<_> = (0..5)
+        .map(|i| {
+            let event = subscription(
+                &format!("evt_{i}"),
+                "updated",
+                t + i,
+                "sub_s",
+                "cus_s",
+                "active",
+                Some("sam"),
+            );
+            tokio::spawn(server.webhook(&event).send())
+        })
+        .collect();
 
-    let body =
-        serde_json::to_vec(&checkout("evt_term", now(), "sam", "cus_s", Some("sub_s"))).unwrap();
-    let request = reqwest::Client::new()
-        .post(format!("{base}/webhooks/stripe"))
-        .header("stripe-signature", sign(SECRET, now(), &body))
-        .body(body);
-    let in_flight = tokio::spawn(request.send());
-
-    // Wait until the webhook's transaction is waiting on our lock.
+    // Wait until the first webhook's transaction waits on our lock (the others
+    // wait for the user's lock behind it).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'session-worker' AND wait_event_type = 'Lock'",
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'session-worker' AND wait_event_type = 'Lock'",
         )
         .fetch_one(&pool)
         .await
         .unwrap();
-        if waiting > 0 {
+        if waiting == 5 {
             break;
         }
-        assert!(Instant::now() < deadline, "webhook never blocked");
+        assert!(Instant::now() < deadline, "webhooks never blocked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let pid = server.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = reqwest::get(format!("{}/healthz", server.base)).await;
+    assert!(late.is_err(), "a new connection after SIGTERM is refused");
     blocker.commit().await.unwrap();
 
-    let response = in_flight.await.unwrap().unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer["outcome"], "applied");
-    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+    for request in in_flight {
+        let response = request.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer["outcome"] == "applied" || answer["outcome"] == "stale",
+            "{answer}"
+        );
+    }
+    assert_eq!(server.wait().await.code(), Some(0));
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM sw_events")
+        .fetch_one(&pool)
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(recorded, 5);
     assert_eq!(session(&pool, "s").await["subscribed"], true);
 
-    // The JSON log lines parse and carry no secret.
-    let mut stdout = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut server.stdout.take().unwrap(), &mut stdout)
-        .await
-        .unwrap();
-    assert!(!stdout.contains(SECRET));
-    let lines: Vec<Value> = stdout
-        .lines()
+    // The JSON log lines parse, carry the request's id, and no secret.
+    let logs = server.logs();
+    assert!(logs.iter().all(|line| !line.contains(SECRET)));
+    let lines: Vec<Value> = logs
+        .iter()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert!(
-        lines
-            .iter()
-            .any(|line| line["event_id"] == "evt_term" && line["outcome"] == "applied"),
-        "{stdout}"
+    let webhook_line = lines
+        .iter()
+        .find(|line| line["event_id"] == "evt_4")
+        .unwrap_or_else(|| panic!("{logs:?}"));
+    assert_eq!(webhook_line["event_type"], "customer.subscription.updated");
+    assert!(webhook_line["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        webhook_line["span"]["request_id"].as_str().unwrap().len(),
+        36
     );
 }
