@@ -1,6 +1,8 @@
 //! Log lines on stdout, where Render collects them: JSON by default, text for
 //! a terminal; `RUST_LOG` filters as usual.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -13,7 +15,9 @@ pub fn init(format: LogFormat) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(std::io::stdout)
+        // Colour codes only for a terminal, never into a log collector.
+        .with_ansi(std::io::stdout().is_terminal());
     // A second initialisation (tests) keeps the first: ignore its error.
     let _ = match format {
         LogFormat::Json => builder
