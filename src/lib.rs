@@ -7,9 +7,7 @@
 pub mod config;
 pub mod event;
 pub mod http;
-pub mod ordering;
 pub mod serve;
-pub mod session_data;
 pub mod signature;
 pub mod stats;
 pub mod store;

@@ -1,7 +1,6 @@
 //! All SQL lives under this module.
 
 mod apply;
-mod sessions;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -70,9 +69,5 @@ impl Store {
     /// One round trip: does the database answer?
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
-    }
-
-    fn counts_as_subscribed(&self, status: &str) -> bool {
-        self.subscribed_statuses.iter().any(|s| s == status)
     }
 }

@@ -11,5 +11,6 @@ mod operations;
 mod ordering;
 mod outage;
 mod process;
+mod rules;
 mod sessions;
 mod webhook;
