@@ -321,6 +321,24 @@ mod tests {
     }
 
     #[test]
+    fn a_checkout_that_needs_no_payment_counts_as_paid() {
+        for (payment_status, paid) in [
+            ("no_payment_required", true),
+            ("unpaid", false),
+            ("paid", true),
+        ] {
+            let body = event(
+                "checkout.session.completed",
+                json!({ "id": "cs_1", "client_reference_id": "ann", "payment_status": payment_status }),
+            );
+            let Action::Checkout(checkout) = parse(&body, "username").unwrap().action else {
+                panic!("not a checkout");
+            };
+            assert_eq!(checkout.paid, paid, "{payment_status}");
+        }
+    }
+
+    #[test]
     fn subscription_period_end_may_live_on_items() {
         let body = event(
             "customer.subscription.updated",

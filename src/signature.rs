@@ -47,14 +47,16 @@ impl SignatureError {
 
 /// The parts of a `Stripe-Signature` header that we use.
 #[derive(Debug, PartialEq, Eq)]
-struct SignatureHeader {
+struct SignatureHeader<'a> {
     timestamp: i64,
+    /// As written in the header: that text is what was signed.
+    timestamp_text: &'a str,
     /// Decoded `v1` values; values that are not 32 bytes of hex can never
     /// match and are dropped.
     v1: Vec<[u8; 32]>,
 }
 
-fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
+fn parse_header(header: &str) -> Result<SignatureHeader<'_>, SignatureError> {
     let mut timestamp = None;
     let mut saw_v1 = false;
     let mut v1 = Vec::new();
@@ -64,11 +66,10 @@ fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
         };
         match key {
             "t" if timestamp.is_none() => {
-                timestamp = Some(
-                    value
-                        .parse::<i64>()
-                        .map_err(|_| SignatureError::InvalidTimestamp)?,
-                );
+                let seconds = value
+                    .parse::<i64>()
+                    .map_err(|_| SignatureError::InvalidTimestamp)?;
+                timestamp = Some((seconds, value));
             }
             "v1" => {
                 saw_v1 = true;
@@ -82,11 +83,15 @@ fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
             _ => {}
         }
     }
-    let timestamp = timestamp.ok_or(SignatureError::MissingTimestamp)?;
+    let (timestamp, timestamp_text) = timestamp.ok_or(SignatureError::MissingTimestamp)?;
     if !saw_v1 {
         return Err(SignatureError::MissingV1);
     }
-    Ok(SignatureHeader { timestamp, v1 })
+    Ok(SignatureHeader {
+        timestamp,
+        timestamp_text,
+        v1,
+    })
 }
 
 /// Checks `Stripe-Signature` headers against the configured secrets.
@@ -128,7 +133,7 @@ impl Verifier {
     ) -> Result<i64, SignatureError> {
         let header = parse_header(header.ok_or(SignatureError::MissingHeader)?)?;
         let matched = self.keyed.iter().any(|keyed| {
-            let expected = digest(keyed.clone(), header.timestamp, body);
+            let expected = digest(keyed.clone(), header.timestamp_text, body);
             // Every candidate is compared in full so the time taken does not
             // depend on which one matched.
             header
@@ -153,8 +158,8 @@ fn keyed_mac(secret: &str) -> HmacSha256 {
     HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length")
 }
 
-fn digest(mut mac: HmacSha256, timestamp: i64, body: &[u8]) -> [u8; 32] {
-    mac.update(timestamp.to_string().as_bytes());
+fn digest(mut mac: HmacSha256, timestamp: &str, body: &[u8]) -> [u8; 32] {
+    mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
     mac.finalize().into_bytes().into()
@@ -162,7 +167,7 @@ fn digest(mut mac: HmacSha256, timestamp: i64, body: &[u8]) -> [u8; 32] {
 
 /// The value of a valid `Stripe-Signature` header for `body` at `timestamp`.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let signature = digest(keyed_mac(secret), timestamp, body);
+    let signature = digest(keyed_mac(secret), &timestamp.to_string(), body);
     format!("t={timestamp},v1={}", hex::encode(signature))
 }
 
@@ -232,6 +237,19 @@ mod tests {
             verifier(&["whsec_other"]).verify(Some(&header), BODY, T),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    #[test]
+    fn the_timestamp_is_verified_as_written() {
+        // Signed over "01700000000.<body>": the header's text, not the number.
+        let padded = format!("t=0{T},v1={EXPECTED}");
+        assert_eq!(
+            verifier(&[SECRET]).verify(Some(&padded), BODY, T),
+            Err(SignatureError::Mismatch)
+        );
+        let signature = sign(SECRET, T, BODY);
+        let spaced = signature.replace(',', ", ");
+        assert_eq!(verifier(&[SECRET]).verify(Some(&spaced), BODY, T), Ok(T));
     }
 
     #[test]
