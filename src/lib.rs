@@ -11,4 +11,5 @@ pub mod serve;
 pub mod signature;
 pub mod stats;
 pub mod store;
+pub mod stripe_api;
 pub mod telemetry;
