@@ -209,7 +209,10 @@ pub struct StripeApiConfig {
 impl std::fmt::Debug for StripeApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StripeApiConfig")
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "[redacted]"))
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "[redacted]"),
+            )
             .field("api_base", &self.api_base)
             .finish()
     }
@@ -223,9 +226,7 @@ impl StripeApiConfig {
             None => None,
             Some(key) => Some(Self::secret_key(key)?),
         };
-        let api_base = env
-            .get("STRIPE_API_BASE")
-            .unwrap_or(Self::DEFAULT_API_BASE);
+        let api_base = env.get("STRIPE_API_BASE").unwrap_or(Self::DEFAULT_API_BASE);
         Ok(Self {
             secret_key,
             api_base: Self::api_base(api_base)?,
@@ -248,9 +249,13 @@ impl StripeApiConfig {
     /// Says what is wrong with a key, never what it is.
     fn secret_key(key: &str) -> Result<SecretString, ConfigError> {
         let problem = if key.starts_with("pk_") {
-            Some("is a publishable key (pk_...), which cannot read events; use a secret key sk_... or a restricted key rk_...")
+            Some(
+                "is a publishable key (pk_...), which cannot read events; use a secret key sk_... or a restricted key rk_...",
+            )
         } else if key.starts_with("whsec_") {
-            Some("is a webhook signing secret (whsec_..., for STRIPE_WEBHOOK_SECRET); use a secret key sk_... or a restricted key rk_...")
+            Some(
+                "is a webhook signing secret (whsec_..., for STRIPE_WEBHOOK_SECRET); use a secret key sk_... or a restricted key rk_...",
+            )
         } else if !(key.starts_with("sk_") || key.starts_with("rk_")) {
             Some("must be a secret key sk_... or a restricted key rk_...")
         } else if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -411,9 +416,8 @@ mod tests {
             "sk_live_top secret",
             "sk_live_topsecret\u{e9}",
         ] {
-            let error =
-                StripeApiConfig::from_env(&Env::from_pairs([("STRIPE_SECRET_KEY", key)]))
-                    .unwrap_err();
+            let error = StripeApiConfig::from_env(&Env::from_pairs([("STRIPE_SECRET_KEY", key)]))
+                .unwrap_err();
             assert_eq!(error.variable, "STRIPE_SECRET_KEY", "{key:?}");
             assert!(!error.to_string().contains("topsecret"), "{error}");
         }

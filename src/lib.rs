@@ -8,6 +8,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod serve;
+pub mod settle;
 pub mod signature;
 pub mod stats;
 pub mod store;

@@ -7,11 +7,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, DatabaseConfig, Env, HttpConfig, WebhookConfig};
+use crate::config::{ConfigError, DatabaseConfig, Env, HttpConfig, StripeApiConfig, WebhookConfig};
 use crate::http::{AppState, SchemaReady, router};
 use crate::signature::Verifier;
 use crate::stats;
 use crate::store::{self, Store};
+use crate::stripe_api::StripeApi;
 
 /// Connections for the webhook path: each event holds one for a few
 /// milliseconds, so 8 absorb Stripe's bursts on a small instance and leave
@@ -28,6 +29,9 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
     pub webhook: WebhookConfig,
     pub http: HttpConfig,
+    /// Built at start, so that a bad setting stops it there; `None` without
+    /// `STRIPE_SECRET_KEY`.
+    pub stripe_api: Option<StripeApi>,
 }
 
 impl ServeConfig {
@@ -36,6 +40,7 @@ impl ServeConfig {
             database: DatabaseConfig::from_env(env)?,
             webhook: WebhookConfig::from_env(env)?,
             http: HttpConfig::from_env(env)?,
+            stripe_api: StripeApi::from_config(&StripeApiConfig::from_env(env)?)?,
         })
     }
 }
@@ -47,6 +52,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
     let schema = SchemaReady::default();
     let state = AppState {
         store: Store::new(pool.clone(), config.webhook.subscribed_statuses.clone()),
+        api: config.stripe_api.clone(),
         verifier: Arc::new(Verifier::new(
             &config.webhook.secrets,
             config.webhook.tolerance,

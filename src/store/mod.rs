@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 
-pub use apply::Outcome;
+pub use apply::{Outcome, Recorded};
 
 /// How long a request may wait for a pooled connection before the database
 /// counts as unavailable (the webhook answers 503 within 5 s).

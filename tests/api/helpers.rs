@@ -19,6 +19,7 @@ pub const SECRET: &str = "whsec_test_secret";
 pub fn state(pool: PgPool) -> AppState {
     AppState {
         store: Store::new(pool, vec!["active".into(), "trialing".into()]),
+        api: None,
         verifier: Arc::new(Verifier::new(
             &[SecretString::from(SECRET)],
             std::time::Duration::from_secs(300),
