@@ -303,6 +303,15 @@ impl StripeApiConfig {
     }
 }
 
+/// `RECONCILE_SCHEDULE` as set, unless `off`. Not acted on yet: the
+/// schedule inside `serve` comes with the purge's scheduler; until then
+/// `serve` says so at start rather than ignore the setting silently.
+pub fn requested_reconcile_schedule(env: &Env) -> Option<String> {
+    env.get("RECONCILE_SCHEDULE")
+        .filter(|raw| !raw.eq_ignore_ascii_case("off"))
+        .map(str::to_owned)
+}
+
 /// Where the HTTP server listens.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {

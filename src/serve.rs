@@ -7,7 +7,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, DatabaseConfig, Env, HttpConfig, StripeApiConfig, WebhookConfig};
+use crate::config::{
+    ConfigError, DatabaseConfig, Env, HttpConfig, StripeApiConfig, WebhookConfig,
+    requested_reconcile_schedule,
+};
 use crate::http::{AppState, SchemaReady, router};
 use crate::signature::Verifier;
 use crate::stats;
@@ -32,6 +35,8 @@ pub struct ServeConfig {
     /// Built at start, so that a bad setting stops it there; `None` without
     /// `STRIPE_SECRET_KEY`.
     pub stripe_api: Option<StripeApi>,
+    /// `RECONCILE_SCHEDULE`, not run by this build yet (warned at start).
+    pub reconcile_schedule: Option<String>,
 }
 
 impl ServeConfig {
@@ -41,6 +46,7 @@ impl ServeConfig {
             webhook: WebhookConfig::from_env(env)?,
             http: HttpConfig::from_env(env)?,
             stripe_api: StripeApi::from_config(&StripeApiConfig::from_env(env)?)?,
+            reconcile_schedule: requested_reconcile_schedule(env),
         })
     }
 }
@@ -61,6 +67,13 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         schema: schema.clone(),
         metrics,
     };
+
+    if let Some(schedule) = &config.reconcile_schedule {
+        tracing::warn!(
+            schedule = %schedule,
+            "RECONCILE_SCHEDULE is not run inside serve by this build; run `session-worker reconcile` from a cron job instead"
+        );
+    }
 
     let listener = TcpListener::bind((config.http.host, config.http.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");

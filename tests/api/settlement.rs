@@ -273,6 +273,7 @@ async fn the_binary_calls_the_api_only_with_a_key(pool: PgPool) {
         &[
             ("STRIPE_API_BASE", &stripe.base),
             ("STRIPE_SECRET_KEY", API_KEY),
+            ("RECONCILE_SCHEDULE", "0 0 * * * *"),
         ],
     );
     with_key.wait_until("/readyz", 200).await;
@@ -288,8 +289,14 @@ async fn the_binary_calls_the_api_only_with_a_key(pool: PgPool) {
     );
     with_key.terminate();
     assert_eq!(with_key.wait().await.code(), Some(0));
+    let logs = with_key.logs();
     assert!(
-        with_key.logs().iter().all(|line| !line.contains(API_KEY)),
+        logs.iter().all(|line| !line.contains(API_KEY)),
         "the key is never logged"
+    );
+    assert!(
+        logs.iter()
+            .any(|line| line.contains("RECONCILE_SCHEDULE is not run inside serve")),
+        "a schedule this build does not run is not ignored silently"
     );
 }
