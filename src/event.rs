@@ -76,6 +76,19 @@ pub const SUBSCRIPTION_EVENTS: &[&str] = &[
     "customer.subscription.resumed",
 ];
 
+/// Every type the worker acts on (the types a Stripe endpoint should send
+/// it, and the `types[]` that `reconcile` asks the Events API for).
+pub const HANDLED_EVENTS: &[&str] = &[
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "invoice.paid",
+    "invoice.payment_failed",
+];
+
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     id: String,
@@ -208,6 +221,20 @@ pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
         created: raw.created,
         action,
     })
+}
+
+/// Parses a subscription object as the API returns it
+/// (`GET /v1/subscriptions/{id}`), with the same tolerant reading as a
+/// webhook's `data.object`.
+pub fn parse_subscription(
+    body: &[u8],
+    username_key: &str,
+) -> Result<SubscriptionUpdate, EventError> {
+    let raw: RawSubscription = serde_json::from_slice(body).map_err(|e| EventError::BadObject {
+        kind: "subscription".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(subscription(raw, "subscription", username_key))
 }
 
 fn checkout(raw: RawCheckout, username_key: &str) -> Checkout {
@@ -393,6 +420,38 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn every_handled_type_is_acted_on() {
+        for kind in HANDLED_EVENTS {
+            let object = json!({ "id": "x_1", "status": "active", "payment_status": "paid" });
+            let action = parse(&event(kind, object), "username").unwrap().action;
+            assert_ne!(action, Action::Unhandled, "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_subscription_from_the_api_reads_like_a_payload() {
+        let body = json!({ "id": "sub_1", "object": "subscription", "status": "Past_Due",
+                           "customer": { "id": "cus_1", "object": "customer" },
+                           "metadata": { "username": "erin" },
+                           "items": { "object": "list", "data": [ { "current_period_end": 7 } ] } });
+        let update = parse_subscription(body.to_string().as_bytes(), "username").unwrap();
+        assert_eq!(
+            update,
+            SubscriptionUpdate {
+                subscription: "sub_1".into(),
+                customer: Some("cus_1".into()),
+                username: Some("erin".into()),
+                status: "past_due".into(),
+                current_period_end: Some(7),
+            }
+        );
+        assert!(matches!(
+            parse_subscription(b"{\"id\":\"sub_1\"}", "username"),
+            Err(EventError::BadObject { .. })
+        ));
     }
 
     #[test]

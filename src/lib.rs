@@ -2,13 +2,17 @@
 //! sessions, and the purge of expired sessions.
 //!
 //! The request path reads top to bottom: `http` -> `signature` -> `event` ->
-//! `store` -> answer.
+//! `settle` (Stripe's API through `stripe_api`, when needed) -> `store` ->
+//! answer. `reconcile` feeds events listed from the API into `settle` too.
 
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod reconcile;
 pub mod serve;
+pub mod settle;
 pub mod signature;
 pub mod stats;
 pub mod store;
+pub mod stripe_api;
 pub mod telemetry;

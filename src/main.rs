@@ -1,17 +1,24 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use session_worker::config::{ConfigError, DatabaseConfig, Env, LogFormat};
-use session_worker::{serve, signature, store, telemetry};
+use session_worker::config::{
+    ConfigError, DatabaseConfig, Env, LogFormat, RulesConfig, StripeApiConfig,
+};
+use session_worker::settle::Settler;
+use session_worker::store::Store;
+use session_worker::stripe_api::{Retry, StripeApi};
+use session_worker::{reconcile, serve, signature, store, telemetry};
 
 /// Keeps the subscription state of a web app's sessions (PostgreSQL table
 /// user_sessions) in step with Stripe, from its signed webhooks.
 ///
 /// Settings come from the environment: DATABASE_URL, STRIPE_WEBHOOK_SECRET,
 /// PORT, HOST, WEBHOOK_TOLERANCE_SECS, SUBSCRIBED_STATUSES,
-/// USERNAME_METADATA_KEY, LOG_FORMAT, RUST_LOG (see README.md).
+/// USERNAME_METADATA_KEY, STRIPE_SECRET_KEY, STRIPE_API_BASE, LOG_FORMAT,
+/// RUST_LOG (see README.md).
 #[derive(Parser)]
 #[command(name = "session-worker", version, about)]
 struct Cli {
@@ -25,6 +32,14 @@ enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Apply the events Stripe's Events API lists that were never recorded
+    /// (needs STRIPE_SECRET_KEY), print what became of them, and exit.
+    Reconcile {
+        /// How far back: 72h, 3d, 90m... (at most 30d, as far back as Stripe
+        /// keeps events).
+        #[arg(long, default_value = "3d", value_parser = reconcile::parse_since)]
+        since: Duration,
+    },
     /// Print a valid Stripe-Signature header value for the payload in FILE
     /// (no database needed).
     Sign {
@@ -71,6 +86,10 @@ fn main() -> ExitCode {
             Ok(config) => runtime.block_on(migrate(config)),
             Err(error) => return config_error(&error),
         },
+        Command::Reconcile { since } => match ReconcileConfig::from_env(&env) {
+            Ok(config) => runtime.block_on(reconcile_once(config, since)),
+            Err(error) => return config_error(&error),
+        },
         Command::Sign { .. } => unreachable!("handled above"),
     };
     match result {
@@ -92,6 +111,49 @@ async fn migrate(config: DatabaseConfig) -> anyhow::Result<()> {
     let pool = store::pool(&config, 1)?;
     store::migrate(&pool).await?;
     println!("migrations applied");
+    Ok(())
+}
+
+/// What `reconcile` needs: no webhook secret, but an API key.
+struct ReconcileConfig {
+    database: DatabaseConfig,
+    rules: RulesConfig,
+    api: StripeApi,
+}
+
+impl ReconcileConfig {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let database = DatabaseConfig::from_env(env)?;
+        let api_config = StripeApiConfig::from_env(env)?;
+        api_config.require_key("reconcile")?;
+        let api = StripeApi::from_config(&api_config)?.expect("the key is set");
+        Ok(Self {
+            database,
+            rules: RulesConfig::from_env(env)?,
+            api,
+        })
+    }
+}
+
+async fn reconcile_once(config: ReconcileConfig, since: Duration) -> anyhow::Result<()> {
+    // One connection holds the lock for the run, one applies the events.
+    let pool = store::pool(&config.database, 2)?;
+    store::migrate(&pool).await?;
+    let settler = Settler::new(
+        Store::new(pool.clone(), config.rules.subscribed_statuses),
+        Some(config.api),
+        config.rules.username_metadata_key.into(),
+    );
+    // Ctrl-C or SIGTERM: stop between events and release the lock.
+    let shutdown = serve::shutdown_on_signal();
+    let outcome = reconcile::run_once(&settler, since, &Retry::RECONCILE, &shutdown).await;
+    pool.close().await;
+    match outcome? {
+        reconcile::RunOutcome::Completed(report) => println!("{report}"),
+        reconcile::RunOutcome::Skipped => {
+            println!("reconcile skipped: another instance is reconciling now")
+        }
+    }
     Ok(())
 }
 

@@ -7,11 +7,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, DatabaseConfig, Env, HttpConfig, WebhookConfig};
+use crate::config::{
+    ConfigError, DatabaseConfig, Env, HttpConfig, StripeApiConfig, WebhookConfig,
+    requested_reconcile_schedule,
+};
 use crate::http::{AppState, SchemaReady, router};
 use crate::signature::Verifier;
 use crate::stats;
 use crate::store::{self, Store};
+use crate::stripe_api::StripeApi;
 
 /// Connections for the webhook path: each event holds one for a few
 /// milliseconds, so 8 absorb Stripe's bursts on a small instance and leave
@@ -28,6 +32,11 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
     pub webhook: WebhookConfig,
     pub http: HttpConfig,
+    /// Built at start, so that a bad setting stops it there; `None` without
+    /// `STRIPE_SECRET_KEY`.
+    pub stripe_api: Option<StripeApi>,
+    /// `RECONCILE_SCHEDULE`, not run by this build yet (warned at start).
+    pub reconcile_schedule: Option<String>,
 }
 
 impl ServeConfig {
@@ -36,6 +45,8 @@ impl ServeConfig {
             database: DatabaseConfig::from_env(env)?,
             webhook: WebhookConfig::from_env(env)?,
             http: HttpConfig::from_env(env)?,
+            stripe_api: StripeApi::from_config(&StripeApiConfig::from_env(env)?)?,
+            reconcile_schedule: requested_reconcile_schedule(env),
         })
     }
 }
@@ -47,6 +58,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
     let schema = SchemaReady::default();
     let state = AppState {
         store: Store::new(pool.clone(), config.webhook.subscribed_statuses.clone()),
+        api: config.stripe_api.clone(),
         verifier: Arc::new(Verifier::new(
             &config.webhook.secrets,
             config.webhook.tolerance,
@@ -55,6 +67,13 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         schema: schema.clone(),
         metrics,
     };
+
+    if let Some(schedule) = &config.reconcile_schedule {
+        tracing::warn!(
+            schedule = %schedule,
+            "RECONCILE_SCHEDULE is not run inside serve by this build; run `session-worker reconcile` from a cron job instead"
+        );
+    }
 
     let listener = TcpListener::bind((config.http.host, config.http.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");

@@ -18,6 +18,9 @@ pub const SESSIONS_SKIPPED: &str = "session_worker_sessions_skipped_total";
 pub const LAST_EVENT_APPLIED: &str = "session_worker_last_event_applied_timestamp_seconds";
 pub const SESSIONS_PURGED: &str = "session_worker_sessions_purged_total";
 pub const PURGE_RUNS: &str = "session_worker_purge_runs_total";
+pub const STRIPE_API_REQUESTS: &str = "session_worker_stripe_api_requests_total";
+pub const RECONCILE_RUNS: &str = "session_worker_reconcile_runs_total";
+pub const RECONCILE_EVENTS: &str = "session_worker_reconcile_events_total";
 pub const LAST_PURGE_SUCCESS: &str = "session_worker_last_purge_success_timestamp_seconds";
 
 /// Seconds; a webhook is a few milliseconds when all is well and is cut off
@@ -81,6 +84,18 @@ fn describe() {
         Unit::Seconds,
         "Unix time of the last applied event"
     );
+    describe_counter!(
+        STRIPE_API_REQUESTS,
+        "Stripe API attempts by call (events, subscription) and outcome (ok, not_found, refused, rate_limited, server_error, timeout, unreachable)"
+    );
+    describe_counter!(
+        RECONCILE_RUNS,
+        "Reconcile runs by outcome (completed, skipped, failed)"
+    );
+    describe_counter!(
+        RECONCILE_EVENTS,
+        "Events listed by reconcile, by outcome (applied, already_seen, stale, unknown_user, ignored, unreadable)"
+    );
     describe_counter!(SESSIONS_PURGED, "Sessions deleted by the purge");
     describe_counter!(
         PURGE_RUNS,
@@ -108,4 +123,9 @@ pub fn applied(sessions_updated: u64, sessions_skipped: u64) {
     metrics::counter!(SESSIONS_UPDATED).increment(sessions_updated);
     metrics::counter!(SESSIONS_SKIPPED).increment(sessions_skipped);
     metrics::gauge!(LAST_EVENT_APPLIED).set(chrono::Utc::now().timestamp() as f64);
+}
+
+/// Records one attempt at a Stripe API call.
+pub fn stripe_api(call: &'static str, outcome: &'static str) {
+    metrics::counter!(STRIPE_API_REQUESTS, "call" => call, "outcome" => outcome).increment(1);
 }

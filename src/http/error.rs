@@ -26,6 +26,15 @@ impl ApiError {
             "database unavailable; nothing was recorded, retry later",
         )
     }
+
+    /// Stripe's API did not answer what the event needs (with
+    /// `STRIPE_SECRET_KEY` set): Stripe delivers again later.
+    pub fn stripe_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Stripe API unavailable; nothing was recorded, retry later",
+        )
+    }
 }
 
 impl IntoResponse for ApiError {

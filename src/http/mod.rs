@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::signature::Verifier;
 use crate::store::Store;
+use crate::stripe_api::StripeApi;
 
 pub use error::ApiError;
 
@@ -28,6 +29,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
+    /// Set with `STRIPE_SECRET_KEY`: the truth behind invoices and ties.
+    pub api: Option<StripeApi>,
     pub verifier: Arc<Verifier>,
     pub username_key: Arc<str>,
     pub schema: SchemaReady,

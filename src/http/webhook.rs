@@ -1,4 +1,6 @@
-//! `POST /webhooks/stripe`: raw bytes -> signature -> event -> store -> answer.
+//! `POST /webhooks/stripe`: raw bytes -> signature -> event -> [the
+//! subscription from Stripe's API, when a key is set and the event needs it]
+//! -> store -> answer.
 
 use std::time::{Duration, Instant};
 
@@ -10,12 +12,15 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
+use crate::settle::{SettleError, Settler};
 use crate::store::Outcome;
+use crate::stripe_api::Retry;
 use crate::{event, stats};
 
 /// Past this the answer is 503, well inside Stripe's own timeout, and Stripe
 /// delivers again. The work itself is not cut short: it commits or rolls back
-/// whole, and a late commit turns the retry into a duplicate.
+/// whole, and a late commit turns the retry into a duplicate. API calls
+/// (`Retry::WEBHOOK`) give up well before it.
 const DEADLINE: Duration = Duration::from_millis(4500);
 
 /// Label for calls refused before their type is known.
@@ -92,19 +97,25 @@ async fn apply(app: &AppState, event: &event::Event) -> Result<Outcome, ApiError
         tracing::warn!(event_id = %event.id, event_type = %event.kind, "webhook not applied: migrations not applied yet");
         return Err(ApiError::unavailable());
     }
-    let store = app.store.clone();
+    let settler = Settler::new(app.store.clone(), app.api.clone(), app.username_key.clone());
     let work = tokio::spawn({
         let event = event.clone();
-        async move { store.apply(&event).await }
+        async move { settler.apply(&event, &Retry::WEBHOOK).await }
     });
-    let failure = match tokio::time::timeout(DEADLINE, work).await {
+    let (failure, answer) = match tokio::time::timeout(DEADLINE, work).await {
         Ok(Ok(Ok(outcome))) => return Ok(outcome),
-        Ok(Ok(Err(error))) => format!("database error: {error}"),
-        Ok(Err(panic)) => format!("task failed: {panic}"),
-        Err(_) => "database too slow or unavailable".to_owned(),
+        Ok(Ok(Err(error @ SettleError::Api(_)))) => {
+            (error.to_string(), ApiError::stripe_unavailable())
+        }
+        Ok(Ok(Err(error))) => (error.to_string(), ApiError::unavailable()),
+        Ok(Err(panic)) => (format!("task failed: {panic}"), ApiError::unavailable()),
+        Err(_) => (
+            "database or Stripe's API too slow or unavailable".to_owned(),
+            ApiError::unavailable(),
+        ),
     };
     tracing::error!(event_id = %event.id, event_type = %event.kind, "webhook not applied: {failure}");
-    Err(ApiError::unavailable())
+    Err(answer)
 }
 
 fn ms(started: Instant) -> f64 {

@@ -1,10 +1,10 @@
 //! One event, one call of `sw_apply_event` (migrations/*_apply_event_function.sql):
-//! record it once, move the subscription's state by the ordering rules, and
-//! bring the user's active sessions in step, in one round trip and one
-//! statement, which PostgreSQL runs atomically.
+//! record it once, move the subscription's state by the ordering rules (or to
+//! what Stripe's API says now), and bring the user's active sessions in step,
+//! in one round trip and one statement, which PostgreSQL runs atomically.
 
 use super::Store;
-use crate::event::{Action, Event};
+use crate::event::{Action, Event, SubscriptionUpdate};
 
 /// What became of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +50,30 @@ struct Call<'a> {
     username: Option<&'a str>,
     status: Option<&'a str>,
     period_end: Option<i64>,
+    /// The status was read from Stripe's API just now: it stands whatever
+    /// the recorded state says.
+    authoritative: bool,
 }
 
 impl<'a> Call<'a> {
+    /// The call for `event`, with `truth`, the subscription as the API has
+    /// it now, in place of what the payload says.
+    fn settled(event: &'a Event, truth: Option<&'a SubscriptionUpdate>) -> Self {
+        let call = Self::of(event);
+        match truth {
+            None => call,
+            Some(truth) => Self {
+                key: Some(truth.subscription.clone()),
+                customer: call.customer.or(truth.customer.as_deref()),
+                username: call.username.or(truth.username.as_deref()),
+                status: Some(&truth.status),
+                period_end: truth.current_period_end.or(call.period_end),
+                authoritative: true,
+                ..call
+            },
+        }
+    }
+
     fn of(event: &'a Event) -> Self {
         match &event.action {
             Action::Checkout(checkout) => Self {
@@ -65,6 +86,7 @@ impl<'a> Call<'a> {
                 username: checkout.username.as_deref(),
                 status: checkout.paid.then_some(CHECKOUT_STATUS),
                 period_end: None,
+                authoritative: false,
             },
             Action::Subscription(update) => Self {
                 action: "subscription",
@@ -73,6 +95,7 @@ impl<'a> Call<'a> {
                 username: update.username.as_deref(),
                 status: Some(&update.status),
                 period_end: update.current_period_end,
+                authoritative: false,
             },
             Action::Invoice(note) => Self {
                 action: "invoice",
@@ -90,14 +113,20 @@ impl<'a> Call<'a> {
 }
 
 impl Store {
-    /// Applies `event` once. An error means nothing was recorded: the caller
-    /// answers so that Stripe delivers again.
-    pub async fn apply(&self, event: &Event) -> Result<Outcome, sqlx::Error> {
-        let call = Call::of(event);
+    /// Applies `event` once; with `truth` (the subscription read from
+    /// Stripe's API just now) its status stands whatever the recorded state
+    /// says. An error means nothing was recorded: the caller answers so that
+    /// Stripe delivers again.
+    pub async fn apply(
+        &self,
+        event: &Event,
+        truth: Option<&SubscriptionUpdate>,
+    ) -> Result<Outcome, sqlx::Error> {
+        let call = Call::settled(event, truth);
         let (outcome, username, updated, skipped): (String, Option<String>, i32, i32) =
             sqlx::query_as(
                 "SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped \
-             FROM sw_apply_event($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10)",
+             FROM sw_apply_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(&event.id)
             .bind(&event.kind)
@@ -108,6 +137,7 @@ impl Store {
             .bind(call.username)
             .bind(call.status)
             .bind(call.period_end)
+            .bind(call.authoritative)
             .bind(&self.subscribed_statuses)
             .fetch_one(&self.pool)
             .await?;
@@ -134,6 +164,40 @@ impl Store {
                     "sw_apply_event answered {other:?}"
                 )));
             }
+        })
+    }
+}
+
+/// What the store already holds about an event, read before applying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// The event id was recorded before.
+    pub seen: bool,
+    /// The `created` (Unix seconds) of the event that set the subscription's
+    /// current state, if it has one.
+    pub state_created: Option<i64>,
+}
+
+impl Store {
+    /// One cheap SELECT (two primary-key lookups, no lock): has `event_id`
+    /// been recorded, and when was `subscription`'s current state said?
+    pub async fn recorded(
+        &self,
+        event_id: &str,
+        subscription: &str,
+    ) -> Result<Recorded, sqlx::Error> {
+        let (seen, state_created): (bool, Option<i64>) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM sw_events WHERE event_id = $1), \
+                    (SELECT extract(epoch FROM event_created)::bigint \
+                     FROM sw_subscriptions WHERE subscription_id = $2)",
+        )
+        .bind(event_id)
+        .bind(subscription)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Recorded {
+            seen,
+            state_created,
         })
     }
 }
@@ -188,5 +252,35 @@ mod tests {
         assert_eq!(Call::of(&invoice).status, None);
         assert_eq!(Call::of(&invoice).action, "invoice");
         assert_eq!(Call::of(&event(Action::Unhandled)).action, "unhandled");
+    }
+
+    #[test]
+    fn the_truth_replaces_the_status_and_fills_what_the_payload_lacks() {
+        let invoice = event(Action::Invoice(InvoiceNote {
+            customer: None,
+            subscription: Some("sub_1".into()),
+            username: Some("ann".into()),
+        }));
+        let truth = SubscriptionUpdate {
+            subscription: "sub_1".into(),
+            customer: Some("cus_1".into()),
+            username: Some("bob".into()),
+            status: "past_due".into(),
+            current_period_end: Some(9),
+        };
+        let call = Call::settled(&invoice, Some(&truth));
+        assert_eq!(
+            call,
+            Call {
+                action: "invoice",
+                key: Some("sub_1".into()),
+                customer: Some("cus_1"),
+                username: Some("ann"),
+                status: Some("past_due"),
+                period_end: Some(9),
+                authoritative: true,
+            }
+        );
+        assert!(!Call::settled(&invoice, None).authoritative);
     }
 }

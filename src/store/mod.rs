@@ -1,6 +1,7 @@
 //! All SQL lives under this module.
 
 mod apply;
+mod reconcile;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 
-pub use apply::Outcome;
+pub use apply::{Outcome, Recorded};
+pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
 
 /// How long a request may wait for a pooled connection before the database
 /// counts as unavailable (the webhook answers 503 within 5 s).

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use session_worker::http::{AppState, SchemaReady, router};
 use session_worker::signature::{Verifier, sign};
 use session_worker::store::Store;
+use session_worker::stripe_api::StripeApi;
 use sqlx::PgPool;
 use tower::ServiceExt;
 
@@ -19,6 +20,7 @@ pub const SECRET: &str = "whsec_test_secret";
 pub fn state(pool: PgPool) -> AppState {
     AppState {
         store: Store::new(pool, vec!["active".into(), "trialing".into()]),
+        api: None,
         verifier: Arc::new(Verifier::new(
             &[SecretString::from(SECRET)],
             std::time::Duration::from_secs(300),
@@ -31,6 +33,14 @@ pub fn state(pool: PgPool) -> AppState {
 
 pub fn app(pool: PgPool) -> Router {
     router(state(pool))
+}
+
+/// The app with `STRIPE_SECRET_KEY` set, its API at `api`.
+pub fn app_with_api(pool: PgPool, api: StripeApi) -> Router {
+    router(AppState {
+        api: Some(api),
+        ..state(pool)
+    })
 }
 
 pub fn now() -> i64 {

@@ -2,15 +2,21 @@
 //! fresh database, with the migrations applied, on the server DATABASE_URL
 //! names (scripts/test.sh starts a throwaway one).
 
+// serde_json's json! recurses once per key: a complete Stripe object needs more.
+#![recursion_limit = "256"]
+
 mod binary;
 mod cable;
 mod concurrency;
+mod fake_stripe;
 mod helpers;
 mod migrations;
 mod operations;
 mod ordering;
 mod outage;
 mod process;
+mod reconcile;
 mod rules;
 mod sessions;
+mod settlement;
 mod webhook;

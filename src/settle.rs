@@ -1,0 +1,248 @@
+//! An event on its way to the store, with the truth from Stripe's API when
+//! the payload cannot settle it alone: event -> [subscription from the API]
+//! -> store. The webhook and `reconcile` both apply events through
+//! [`Settler::apply`].
+//!
+//! Without an API key nothing here calls the API or reads the store first:
+//! the event goes to the store as it is.
+
+use std::sync::Arc;
+
+use crate::event::{self, Action, Event, SubscriptionUpdate};
+use crate::store::{Outcome, Recorded, Store};
+use crate::stripe_api::{Retry, StripeApi, StripeApiError};
+
+/// What to learn from the API before applying an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// The payload says all there is to say (or the event was seen before,
+    /// and the store will say so).
+    Payload,
+    /// Fetch this subscription and apply what the API says.
+    Fetch(String),
+}
+
+/// The subscription an event would fetch, before looking at the store:
+/// `None` for events that never need the API.
+pub fn candidate(event: &Event) -> Option<&str> {
+    match &event.action {
+        Action::Invoice(note) => note.subscription.as_deref(),
+        Action::Subscription(update) => Some(&update.subscription),
+        Action::Checkout(_) | Action::Unhandled => None,
+    }
+}
+
+/// Pure: given what the store holds, whether `event` needs the API.
+///
+/// - `invoice.paid` / `invoice.payment_failed` carry no subscription status:
+///   their subscription's status is fetched.
+/// - A subscription event whose `created` ties with the state recorded for
+///   its subscription cannot be ordered by its payload (one-second
+///   resolution): the subscription is fetched.
+/// - An event seen before is left to the store, which answers `duplicate`.
+pub fn decide(event: &Event, recorded: &Recorded) -> Settlement {
+    let Some(subscription) = candidate(event) else {
+        return Settlement::Payload;
+    };
+    if recorded.seen {
+        return Settlement::Payload;
+    }
+    match &event.action {
+        Action::Invoice(_) => Settlement::Fetch(subscription.to_owned()),
+        Action::Subscription(_) if recorded.state_created == Some(event.created) => {
+            Settlement::Fetch(subscription.to_owned())
+        }
+        _ => Settlement::Payload,
+    }
+}
+
+/// Why an event was not applied; nothing of it was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Api(#[from] StripeApiError),
+}
+
+/// The store, and the API when a key is set; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Settler {
+    store: Store,
+    api: Option<StripeApi>,
+    username_key: Arc<str>,
+}
+
+impl Settler {
+    pub fn new(store: Store, api: Option<StripeApi>, username_key: Arc<str>) -> Self {
+        Self {
+            store,
+            api,
+            username_key,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn api(&self) -> Option<&StripeApi> {
+        self.api.as_ref()
+    }
+
+    pub fn username_key(&self) -> &str {
+        &self.username_key
+    }
+
+    /// Applies `event` once, with the subscription from the API when
+    /// [`decide`] asks for it. API calls are retried as `retry` says; when
+    /// they still fail, nothing is recorded and the error says so (the
+    /// webhook answers 503 and Stripe delivers again).
+    pub async fn apply(&self, event: &Event, retry: &Retry) -> Result<Outcome, SettleError> {
+        let truth = match (&self.api, candidate(event)) {
+            (Some(api), Some(subscription)) => {
+                let recorded = self.store.recorded(&event.id, subscription).await?;
+                match decide(event, &recorded) {
+                    Settlement::Payload => None,
+                    Settlement::Fetch(id) => self.fetch(api, event, &id, retry).await?,
+                }
+            }
+            _ => None,
+        };
+        Ok(self.store.apply(event, truth.as_ref()).await?)
+    }
+
+    /// The subscription as the API has it now; `None` when the API does not
+    /// know it (then the payload is applied as it is).
+    async fn fetch(
+        &self,
+        api: &StripeApi,
+        event: &Event,
+        id: &str,
+        retry: &Retry,
+    ) -> Result<Option<SubscriptionUpdate>, SettleError> {
+        let body = match api.subscription(id, retry).await {
+            Ok(body) => body,
+            Err(StripeApiError::NotFound(what)) => {
+                tracing::warn!(event_id = %event.id, event_type = %event.kind, "{what}; applying the event's payload as it is");
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let truth = event::parse_subscription(&body, &self.username_key)
+            .map_err(|error| StripeApiError::BadAnswer(error.to_string()))?;
+        if truth.subscription != id {
+            return Err(StripeApiError::BadAnswer(format!(
+                "asked for subscription {id}, got {}",
+                truth.subscription
+            ))
+            .into());
+        }
+        tracing::debug!(event_id = %event.id, subscription = id, status = %truth.status, "subscription read from Stripe's API");
+        Ok(Some(truth))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Checkout, InvoiceNote};
+
+    fn event(created: i64, action: Action) -> Event {
+        Event {
+            id: "evt_1".into(),
+            kind: "x".into(),
+            created,
+            action,
+        }
+    }
+
+    fn update(status: &str) -> Action {
+        Action::Subscription(SubscriptionUpdate {
+            subscription: "sub_1".into(),
+            customer: Some("cus_1".into()),
+            username: None,
+            status: status.into(),
+            current_period_end: None,
+        })
+    }
+
+    fn invoice(subscription: Option<&str>) -> Action {
+        Action::Invoice(InvoiceNote {
+            customer: Some("cus_1".into()),
+            subscription: subscription.map(str::to_owned),
+            username: None,
+        })
+    }
+
+    fn recorded(seen: bool, state_created: Option<i64>) -> Recorded {
+        Recorded {
+            seen,
+            state_created,
+        }
+    }
+
+    #[test]
+    fn invoices_of_a_subscription_fetch_it() {
+        let paid = event(100, invoice(Some("sub_1")));
+        assert_eq!(candidate(&paid), Some("sub_1"));
+        assert_eq!(
+            decide(&paid, &recorded(false, None)),
+            Settlement::Fetch("sub_1".into())
+        );
+        assert_eq!(
+            decide(&paid, &recorded(false, Some(50))),
+            Settlement::Fetch("sub_1".into())
+        );
+        let one_off = event(100, invoice(None));
+        assert_eq!(candidate(&one_off), None);
+        assert_eq!(
+            decide(&one_off, &recorded(false, None)),
+            Settlement::Payload
+        );
+    }
+
+    #[test]
+    fn only_a_tie_makes_a_subscription_event_fetch() {
+        let updated = event(100, update("active"));
+        assert_eq!(
+            decide(&updated, &recorded(false, Some(100))),
+            Settlement::Fetch("sub_1".into())
+        );
+        for state_created in [None, Some(99), Some(101)] {
+            assert_eq!(
+                decide(&updated, &recorded(false, state_created)),
+                Settlement::Payload,
+                "{state_created:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_duplicate_never_fetches() {
+        assert_eq!(
+            decide(&event(100, update("active")), &recorded(true, Some(100))),
+            Settlement::Payload
+        );
+        assert_eq!(
+            decide(&event(100, invoice(Some("sub_1"))), &recorded(true, None)),
+            Settlement::Payload
+        );
+    }
+
+    #[test]
+    fn checkouts_and_other_types_never_need_the_api() {
+        let checkout = event(
+            100,
+            Action::Checkout(Checkout {
+                session_id: "cs_1".into(),
+                username: Some("ann".into()),
+                customer: Some("cus_1".into()),
+                subscription: Some("sub_1".into()),
+                paid: true,
+            }),
+        );
+        assert_eq!(candidate(&checkout), None);
+        assert_eq!(candidate(&event(100, Action::Unhandled)), None);
+    }
+}

@@ -1,0 +1,392 @@
+//! Stripe's API, through async-stripe's client: the two reads the worker
+//! makes, `GET /v1/events` and `GET /v1/subscriptions/{id}`, each retried
+//! with backoff inside a time budget.
+//!
+//! Answers are kept as raw JSON and read by our own tolerant types, not by
+//! async-stripe's generated ones:
+//! - a listed event keeps the API version it was rendered with when it
+//!   happened (a newer `Stripe-Version` header does not re-render it), so the
+//!   generated event types, strict and pinned to `2026-09-30.endive`, would
+//!   refuse every older one; `event::parse` reads them like webhook bodies;
+//! - of a subscription we need four fields, and `event::parse_subscription`
+//!   reads them the way a webhook payload's are read (status, customer,
+//!   metadata, period end on the items). The generated `Subscription`
+//!   requires 20 fields at the top and more in every item and price, and its
+//!   parse errors name no field.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use stripe::{RequestStrategy, StripeError};
+use stripe_client_core::{RequestBuilder, StripeClient, StripeMethod};
+
+use crate::config::{ConfigError, StripeApiConfig};
+use crate::stats;
+
+/// Stripe's largest page.
+const PAGE_SIZE: u8 = 100;
+
+/// A client for Stripe's API; cheap to clone. Its `Debug` never shows the
+/// key (async-stripe marks the header sensitive).
+#[derive(Clone, Debug)]
+pub struct StripeApi {
+    client: stripe::Client,
+}
+
+/// How hard to try one read.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// At most this many attempts.
+    pub attempts: u32,
+    /// One attempt's limit: connection, answer and body.
+    pub attempt_timeout: Duration,
+    /// The pause after the first failure; doubled after each next one, up
+    /// to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Attempts and pauses all end within this.
+    pub budget: Duration,
+}
+
+impl Retry {
+    /// A webhook is answered within 4.5 s: the API gets 3 s of it, the store
+    /// the rest.
+    pub const WEBHOOK: Self = Self {
+        attempts: 4,
+        attempt_timeout: Duration::from_millis(1200),
+        first_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(800),
+        budget: Duration::from_secs(3),
+    };
+
+    /// `reconcile` keeps no caller waiting: longer pauses ride out a rate
+    /// limit (Stripe counts per second) or a short outage.
+    pub const RECONCILE: Self = Self {
+        attempts: 6,
+        attempt_timeout: Duration::from_secs(20),
+        first_backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(8),
+        budget: Duration::from_secs(60),
+    };
+
+    /// The pause after `failures` failed attempts (1 or more).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doubled = self
+            .first_backoff
+            .saturating_mul(1 << failures.saturating_sub(1).min(16));
+        doubled.min(self.max_backoff)
+    }
+}
+
+/// Why a read gave no answer to use.
+#[derive(Debug, thiserror::Error)]
+pub enum StripeApiError {
+    /// Timeouts, refused connections, 429, 409 or 5xx until the attempts or
+    /// the budget ran out: worth trying again later.
+    #[error(
+        "Stripe's API gave no usable answer after {attempts} attempt(s) in {elapsed_ms} ms; last: {last}"
+    )]
+    Unavailable {
+        attempts: u32,
+        elapsed_ms: u64,
+        last: String,
+    },
+    /// 404: no such object for this key's account.
+    #[error("{0} not found in Stripe's API")]
+    NotFound(String),
+    /// A refusal that trying again does not change (a wrong key, a key
+    /// without a permission, a bad request) until someone changes a setting.
+    #[error("Stripe's API refused the request: {0}")]
+    Refused(String),
+    /// A success whose body is not what the endpoint documents.
+    #[error("Stripe's API answered something unreadable: {0}")]
+    BadAnswer(String),
+}
+
+/// One page of `GET /v1/events`, newest first; each event as raw JSON.
+#[derive(Debug, Deserialize)]
+pub struct EventsPage {
+    pub has_more: bool,
+    pub data: Vec<Box<RawValue>>,
+}
+
+/// The query of `GET /v1/events`: `limit=100&created[gte]=..&types[0]=..`
+/// and, after the first page, `starting_after=<last id>`.
+#[derive(Serialize)]
+struct EventsQuery<'a> {
+    limit: u8,
+    created: CreatedSince,
+    types: &'a [&'a str],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starting_after: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct CreatedSince {
+    gte: i64,
+}
+
+impl StripeApi {
+    /// The client for `config`; `None` when no key is set.
+    pub fn from_config(config: &StripeApiConfig) -> Result<Option<Self>, ConfigError> {
+        let Some(key) = &config.secret_key else {
+            return Ok(None);
+        };
+        let client = stripe::ClientBuilder::new(key.expose_secret())
+            .url(config.api_base.as_str())
+            .request_strategy(RequestStrategy::Once)
+            .app_info(
+                "session-worker",
+                Some(env!("CARGO_PKG_VERSION").into()),
+                None,
+            )
+            .build()
+            .map_err(|error| {
+                let variable = match error {
+                    StripeError::ConfigError(_) => "STRIPE_API_BASE",
+                    _ => "STRIPE_SECRET_KEY",
+                };
+                // The error names the setting's problem, not its value.
+                ConfigError {
+                    variable,
+                    problem: "is not usable by the Stripe client".into(),
+                }
+            })?;
+        Ok(Some(Self { client }))
+    }
+
+    /// `GET /v1/subscriptions/{id}`: the subscription as the API has it now.
+    pub async fn subscription(&self, id: &str, retry: &Retry) -> Result<Bytes, StripeApiError> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(StripeApiError::NotFound(format!(
+                "subscription {id:?} (not an id)"
+            )));
+        }
+        let path = format!("/subscriptions/{id}");
+        self.get("subscription", retry, || {
+            RequestBuilder::new(StripeMethod::Get, path.as_str())
+        })
+        .await
+        .map_err(|error| match error {
+            StripeApiError::NotFound(_) => StripeApiError::NotFound(format!("subscription {id}")),
+            other => other,
+        })
+    }
+
+    /// One page of `GET /v1/events`: events of `types` created at
+    /// `created_gte` or later, newest first, after `starting_after`.
+    pub async fn events_page(
+        &self,
+        types: &[&str],
+        created_gte: i64,
+        starting_after: Option<&str>,
+        retry: &Retry,
+    ) -> Result<EventsPage, StripeApiError> {
+        let query = EventsQuery {
+            limit: PAGE_SIZE,
+            created: CreatedSince { gte: created_gte },
+            types,
+            starting_after,
+        };
+        let body = self
+            .get("events", retry, || {
+                RequestBuilder::new(StripeMethod::Get, "/events").query(&query)
+            })
+            .await?;
+        serde_json::from_slice(&body)
+            .map_err(|error| StripeApiError::BadAnswer(format!("events list: {error}")))
+    }
+
+    /// Attempts of one GET until an answer, a lasting refusal, or the end of
+    /// the attempts or the budget.
+    async fn get(
+        &self,
+        call: &'static str,
+        retry: &Retry,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<Bytes, StripeApiError> {
+        let started = Instant::now();
+        let mut attempts = 0;
+        loop {
+            let left = retry.budget.saturating_sub(started.elapsed());
+            let result = self
+                .attempt(request(), retry.attempt_timeout.min(left))
+                .await;
+            attempts += 1;
+            let last = match result {
+                Ok(body) => {
+                    stats::stripe_api(call, "ok");
+                    return Ok(body);
+                }
+                Err(error) => match Failure::of(error) {
+                    Failure::Lasting(outcome, error) => {
+                        stats::stripe_api(call, outcome);
+                        return Err(error);
+                    }
+                    Failure::Transient(outcome, last) => {
+                        stats::stripe_api(call, outcome);
+                        last
+                    }
+                },
+            };
+            let pause = retry.backoff(attempts);
+            // Not worth an attempt: less than this would be left for it.
+            let least = Duration::from_millis(50);
+            let left = retry.budget.saturating_sub(started.elapsed());
+            if attempts >= retry.attempts || left < pause + least {
+                return Err(StripeApiError::Unavailable {
+                    attempts,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    last,
+                });
+            }
+            tracing::warn!(
+                call,
+                attempt = attempts,
+                retry_in_ms = pause.as_millis() as u64,
+                "Stripe API call failed, retrying: {last}"
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One HTTP attempt, its raw body kept.
+    async fn attempt(
+        &self,
+        request: RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Bytes, StripeError> {
+        let keep = KeepBody {
+            client: &self.client,
+            body: Mutex::new(None),
+        };
+        request
+            .customize::<()>()
+            .request_strategy(RequestStrategy::Once)
+            .timeout(timeout)
+            .send(&keep)
+            .await?;
+        Ok(keep.body.into_inner().ok().flatten().unwrap_or_default())
+    }
+}
+
+/// async-stripe reads answers with miniserde into its generated types; we
+/// want the bytes. `StripeClient::execute` gives them, but a request can only
+/// be built and sent through `customize().send(client)`, so this client
+/// passes the call on, keeps the body, and hands `send` a JSON `null` to read
+/// as `()`.
+struct KeepBody<'a> {
+    client: &'a stripe::Client,
+    body: Mutex<Option<Bytes>>,
+}
+
+impl StripeClient for KeepBody<'_> {
+    type Err = StripeError;
+
+    async fn execute(
+        &self,
+        request: stripe::CustomizedStripeRequest,
+    ) -> Result<Bytes, StripeError> {
+        let body = self.client.execute(request).await?;
+        if let Ok(mut kept) = self.body.lock() {
+            *kept = Some(body);
+        }
+        Ok(Bytes::from_static(b"null"))
+    }
+}
+
+/// What a failed attempt means for the next one, with its metrics label.
+enum Failure {
+    Transient(&'static str, String),
+    Lasting(&'static str, StripeApiError),
+}
+
+impl Failure {
+    fn of(error: StripeError) -> Self {
+        match error {
+            StripeError::Stripe(details, status) => {
+                // Stripe's messages for 401/403 quote part of the key: only
+                // the status, type and code are kept.
+                let what = format!(
+                    "{status} {}{}",
+                    details.type_.as_str(),
+                    details
+                        .code
+                        .as_ref()
+                        .map(|code| format!(" ({})", code.as_str()))
+                        .unwrap_or_default()
+                );
+                match status {
+                    404 => Self::Lasting("not_found", StripeApiError::NotFound(what)),
+                    429 => Self::Transient("rate_limited", what),
+                    409 | 500..=599 => Self::Transient("server_error", what),
+                    401 | 403 => Self::Lasting(
+                        "refused",
+                        StripeApiError::Refused(format!(
+                            "{what}: check STRIPE_SECRET_KEY and its permissions (read events and subscriptions)"
+                        )),
+                    ),
+                    _ => Self::Lasting("refused", StripeApiError::Refused(what)),
+                }
+            }
+            StripeError::Timeout => Self::Transient("timeout", "timed out".into()),
+            // Connection refused or reset, TLS, a broken body.
+            StripeError::ClientError(message) => Self::Transient("unreachable", message),
+            // Only an error status can reach miniserde here (a success's body
+            // is kept, never parsed by it): an error page that is not
+            // Stripe's, from a proxy or a load balancer.
+            StripeError::JSONDeserialize(_) => Self::Transient(
+                "server_error",
+                "an error answer that is not Stripe's (a proxy in between?)".into(),
+            ),
+            StripeError::ConfigError(message) => {
+                Self::Lasting("refused", StripeApiError::Refused(message))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let retry = Retry::WEBHOOK;
+        let pauses: Vec<u64> = (1..=5)
+            .map(|n| retry.backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 800]);
+        assert_eq!(Retry::RECONCILE.backoff(40), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn the_webhook_retries_fit_its_deadline() {
+        let retry = Retry::WEBHOOK;
+        assert!(retry.budget + Duration::from_millis(1000) <= Duration::from_millis(4500));
+    }
+
+    #[test]
+    fn the_events_query_uses_stripes_brackets() {
+        let query = EventsQuery {
+            limit: 100,
+            created: CreatedSince { gte: 1_700_000_000 },
+            types: &["invoice.paid", "customer.subscription.updated"],
+            starting_after: Some("evt_9"),
+        };
+        let encoded = RequestBuilder::new(StripeMethod::Get, "/events")
+            .query(&query)
+            .query
+            .unwrap();
+        let decoded = encoded.replace("%5B", "[").replace("%5D", "]");
+        assert_eq!(
+            decoded,
+            "limit=100&created[gte]=1700000000&types[0]=invoice.paid\
+             &types[1]=customer.subscription.updated&starting_after=evt_9"
+        );
+    }
+}
