@@ -42,7 +42,7 @@ $$;
 -- p_status: the status the event states; NULL when it states none (an unpaid
 -- checkout, an invoice).
 -- p_authoritative: the status was read from Stripe's API just now, so it is
--- the truth whatever the recorded state says.
+-- the truth whatever the recorded state says (but a final state stays final).
 CREATE FUNCTION sw_apply_event(
     p_event_id TEXT,
     p_event_type TEXT,
@@ -124,8 +124,10 @@ BEGIN
             END IF;
 
             IF p_status IS NOT NULL THEN
+                -- Even the API's answer does not reopen a final state: it
+                -- may have been read just before the event that ended it.
                 v_changes := v_current.subscription_id IS NULL
-                    OR p_authoritative
+                    OR (p_authoritative AND v_current.status NOT IN ('canceled', 'incomplete_expired'))
                     OR sw_supersedes(p_status, v_created, v_current.status, v_current.event_created);
             END IF;
             IF v_changes THEN

@@ -67,3 +67,46 @@ async fn session_data_that_is_not_an_object_is_recognised(pool: PgPool) {
         assert_eq!(object.as_deref(), expected, "{data:?}");
     }
 }
+
+async fn apply_raw(
+    pool: &PgPool,
+    id: &str,
+    created: i64,
+    status: &str,
+    authoritative: bool,
+) -> String {
+    sqlx::query_scalar(
+        "SELECT out_outcome FROM sw_apply_event($1, 'customer.subscription.updated', $2, 'subscription', \
+         'sub_1', 'cus_1', 'ann', $3, NULL, $4, ARRAY['active', 'trialing'])",
+    )
+    .bind(id)
+    .bind(created)
+    .bind(status)
+    .bind(authoritative)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// The API's answer wins over the recorded state, but cannot reopen a final
+/// one: it may have been read just before the event that ended it.
+#[sqlx::test]
+async fn the_apis_answer_settles_but_never_reopens_a_final_state(pool: PgPool) {
+    assert_eq!(
+        apply_raw(&pool, "e1", 100, "past_due", false).await,
+        "applied"
+    );
+    // Older than the recorded state, yet the truth.
+    assert_eq!(apply_raw(&pool, "e2", 50, "active", true).await, "applied");
+    assert_eq!(
+        apply_raw(&pool, "e3", 200, "canceled", false).await,
+        "applied"
+    );
+    assert_eq!(apply_raw(&pool, "e4", 300, "active", true).await, "stale");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM sw_subscriptions WHERE subscription_id = 'sub_1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "canceled");
+}
