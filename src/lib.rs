@@ -8,6 +8,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod ordering;
+pub mod purge;
 pub mod serve;
 pub mod session_data;
 pub mod signature;

@@ -3,15 +3,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use session_worker::config::{ConfigError, DatabaseConfig, Env, LogFormat};
-use session_worker::{serve, signature, store, telemetry};
+use session_worker::config::{ConfigError, DatabaseConfig, Env, LogFormat, PurgeConfig};
+use session_worker::{purge, serve, signature, store, telemetry};
 
 /// Keeps the subscription state of a web app's sessions (PostgreSQL table
-/// user_sessions) in step with Stripe, from its signed webhooks.
+/// user_sessions) in step with Stripe, from its signed webhooks, and purges
+/// expired sessions.
 ///
 /// Settings come from the environment: DATABASE_URL, STRIPE_WEBHOOK_SECRET,
 /// PORT, HOST, WEBHOOK_TOLERANCE_SECS, SUBSCRIBED_STATUSES,
-/// USERNAME_METADATA_KEY, LOG_FORMAT, RUST_LOG (see README.md).
+/// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, LOG_FORMAT,
+/// RUST_LOG (see README.md).
 #[derive(Parser)]
 #[command(name = "session-worker", version, about)]
 struct Cli {
@@ -25,6 +27,8 @@ enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Purge expired and deactivated sessions once, now, and exit.
+    Purge,
     /// Print a valid Stripe-Signature header value for the payload in FILE
     /// (no database needed).
     Sign {
@@ -71,6 +75,14 @@ fn main() -> ExitCode {
             Ok(config) => runtime.block_on(migrate(config)),
             Err(error) => return config_error(&error),
         },
+        Command::Purge => {
+            match DatabaseConfig::from_env(&env)
+                .and_then(|database| PurgeConfig::from_env(&env).map(|purge| (database, purge)))
+            {
+                Ok((database, purge)) => runtime.block_on(purge_once(database, purge)),
+                Err(error) => return config_error(&error),
+            }
+        }
         Command::Sign { .. } => unreachable!("handled above"),
     };
     match result {
@@ -92,6 +104,24 @@ async fn migrate(config: DatabaseConfig) -> anyhow::Result<()> {
     let pool = store::pool(&config, 1)?;
     store::migrate(&pool).await?;
     println!("migrations applied");
+    Ok(())
+}
+
+async fn purge_once(database: DatabaseConfig, config: PurgeConfig) -> anyhow::Result<()> {
+    let pool = store::pool(&database, 1)?;
+    // Ctrl-C or SIGTERM: stop between batches and release the lock.
+    let shutdown = serve::shutdown_on_signal();
+    match purge::run_once(&pool, config.batch_size, &shutdown).await? {
+        purge::Outcome::Completed(report) => println!(
+            "purged {} sessions in {} ms",
+            report.purged,
+            report.elapsed.as_millis()
+        ),
+        purge::Outcome::Skipped => {
+            println!("purge skipped: another instance is purging now")
+        }
+    }
+    pool.close().await;
     Ok(())
 }
 

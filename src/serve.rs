@@ -1,4 +1,5 @@
-//! `session-worker serve`: migrations, then the HTTP server until a signal.
+//! `session-worker serve`: migrations, then the HTTP server and the purge
+//! schedule until a signal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,14 +7,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseConfig, Env, HttpConfig, WebhookConfig};
+use crate::config::{DatabaseConfig, Env, HttpConfig, PurgeConfig, WebhookConfig};
 use crate::http::{AppState, router};
+use crate::purge;
 use crate::signature::Verifier;
 use crate::store::{self, Store};
 
-/// Connections for the webhook path: enough for Stripe's bursts on a small
-/// instance, few enough to leave the web app most of a small database's
-/// `max_connections`.
+/// Connections for the webhook path (and one for a purge while it runs):
+/// enough for Stripe's bursts on a small instance, few enough to leave the
+/// web app most of a small database's `max_connections`.
 const POOL_SIZE: u32 = 8;
 
 /// Everything `serve` needs, read before anything starts.
@@ -21,6 +23,7 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
     pub webhook: WebhookConfig,
     pub http: HttpConfig,
+    pub purge: PurgeConfig,
 }
 
 impl ServeConfig {
@@ -29,6 +32,7 @@ impl ServeConfig {
             database: DatabaseConfig::from_env(env)?,
             webhook: WebhookConfig::from_env(env)?,
             http: HttpConfig::from_env(env)?,
+            purge: PurgeConfig::from_env(env)?,
         })
     }
 }
@@ -49,9 +53,16 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
 
     let listener = TcpListener::bind((config.http.host, config.http.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    axum::serve(listener, router(state))
+    let schedule = purge::Schedule::start(pool.clone(), &config.purge, &shutdown).await?;
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+        .await;
+    // Also when the server failed: a purge in progress ends between batches
+    // and releases its lock before the pool closes.
+    if let Some(schedule) = schedule {
+        schedule.stop().await;
+    }
+    served?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

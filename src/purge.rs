@@ -1,0 +1,209 @@
+//! The purge of expired and deactivated sessions: one run ([`run_once`]),
+//! used by `session-worker purge` and by the [`Schedule`] inside `serve`.
+//!
+//! A run removes what had expired when it began, in batches that are each a
+//! short transaction of their own, while holding a lock that makes the other
+//! instances skip their round. It stops between batches on shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PurgeConfig;
+use crate::store::PurgeConnection;
+
+const SESSIONS_PURGED: &str = "session_worker_sessions_purged_total";
+const RUNS: &str = "session_worker_purge_runs_total";
+const LAST_SUCCESS: &str = "session_worker_last_purge_success_timestamp_seconds";
+
+/// What a run that held the lock did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Sessions deleted.
+    pub purged: u64,
+    /// DELETE statements run; the last finds less than a batch, or nothing.
+    pub batches: u32,
+    /// Stopped between batches on shutdown, before the end.
+    pub stopped: bool,
+    pub elapsed: Duration,
+}
+
+/// How a run ended, when no database error ended it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed(Report),
+    /// Another instance (or an overlapping round) was purging: nothing done.
+    Skipped,
+}
+
+/// One purge, now: logs its result and records its metrics.
+///
+/// Counted as `completed` also when shutdown stopped it between batches;
+/// the last-success time is set only by a run that went to the end.
+#[tracing::instrument(name = "purge", skip(pool, shutdown))]
+pub async fn run_once(
+    pool: &PgPool,
+    batch_size: u32,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, sqlx::Error> {
+    let started = Instant::now();
+    let mut report = Report::default();
+    let result = purge(pool, batch_size, shutdown, &mut report).await;
+    report.elapsed = started.elapsed();
+    let duration_ms = report.elapsed.as_millis() as u64;
+    match &result {
+        Ok(true) => {
+            tracing::info!(
+                purged = report.purged,
+                batches = report.batches,
+                duration_ms,
+                stopped = report.stopped,
+                "purge completed"
+            );
+            count_run("completed");
+            if !report.stopped {
+                metrics::gauge!(LAST_SUCCESS).set(unix_now());
+            }
+        }
+        Ok(false) => {
+            tracing::info!("purge skipped: another instance is purging");
+            count_run("skipped");
+        }
+        Err(error) => {
+            tracing::error!(
+                %error,
+                purged = report.purged,
+                batches = report.batches,
+                duration_ms,
+                "purge failed; the next round tries again"
+            );
+            count_run("failed");
+        }
+    }
+    result.map(|ran| {
+        if ran {
+            Outcome::Completed(report)
+        } else {
+            Outcome::Skipped
+        }
+    })
+}
+
+/// Runs batches into `report` until one finds less than a full batch;
+/// false when another instance holds the lock.
+async fn purge(
+    pool: &PgPool,
+    batch_size: u32,
+    shutdown: &CancellationToken,
+    report: &mut Report,
+) -> Result<bool, sqlx::Error> {
+    let Some(mut conn) = PurgeConnection::try_lock(pool).await? else {
+        return Ok(false);
+    };
+    // Fixed for the run: what expires meanwhile goes next round, so a run
+    // always ends.
+    let expired_at = conn.now_utc().await?;
+    loop {
+        if shutdown.is_cancelled() {
+            report.stopped = true;
+            break;
+        }
+        let purged = conn.delete_batch(expired_at, batch_size).await?;
+        report.batches += 1;
+        report.purged += purged;
+        metrics::counter!(SESSIONS_PURGED).increment(purged);
+        if purged < u64::from(batch_size) {
+            break;
+        }
+    }
+    if let Err(error) = conn.unlock().await {
+        // Its connection is closed instead, which releases the lock as well.
+        tracing::warn!(%error, "purge lock released by closing its connection");
+    }
+    Ok(true)
+}
+
+fn count_run(outcome: &'static str) {
+    metrics::counter!(RUNS, "outcome" => outcome).increment(1);
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// The purge on its cron schedule inside `serve`.
+///
+/// The scheduler neither waits for a job on shutdown nor stops one job from
+/// overlapping the next, so each round takes `running` first (a round that
+/// finds it taken is skipped), and [`Schedule::stop`] waits for it.
+pub struct Schedule {
+    scheduler: JobScheduler,
+    running: Arc<Mutex<()>>,
+    stop: CancellationToken,
+}
+
+impl Schedule {
+    /// Starts the schedule, or returns `None` when `PURGE_SCHEDULE` is `off`.
+    /// A round in progress stops between batches once `shutdown` is
+    /// cancelled.
+    pub async fn start(
+        pool: PgPool,
+        config: &PurgeConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Self>, JobSchedulerError> {
+        let Some(cron) = &config.schedule else {
+            tracing::info!("purge schedule off");
+            return Ok(None);
+        };
+        let running = Arc::new(Mutex::new(()));
+        let stop = shutdown.child_token();
+        let job = {
+            let (running, stop, batch_size) = (running.clone(), stop.clone(), config.batch_size);
+            Job::new_async(cron.as_str(), move |_, _| {
+                let (pool, running, stop) = (pool.clone(), running.clone(), stop.clone());
+                Box::pin(async move { round(&pool, batch_size, &running, &stop).await })
+            })?
+        };
+        let scheduler = JobScheduler::new().await?;
+        scheduler.add(job).await?;
+        scheduler.start().await?;
+        tracing::info!(schedule = cron.as_str(), "purge schedule started");
+        Ok(Some(Self {
+            scheduler,
+            running,
+            stop,
+        }))
+    }
+
+    /// No new round starts; a round in progress stops between batches, and
+    /// is awaited.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Err(error) = self.scheduler.shutdown().await {
+            tracing::warn!(%error, "purge scheduler did not shut down cleanly");
+        }
+        // A round that takes `running` after this sees `stop` and does nothing.
+        let _ = self.running.lock().await;
+        tracing::info!("purge schedule stopped");
+    }
+}
+
+/// One scheduled round: errors are logged by `run_once` and the schedule
+/// goes on.
+async fn round(pool: &PgPool, batch_size: u32, running: &Mutex<()>, stop: &CancellationToken) {
+    let Ok(_running) = running.try_lock() else {
+        tracing::info!("purge skipped: the previous round is still running");
+        count_run("skipped");
+        return;
+    };
+    if stop.is_cancelled() {
+        return;
+    }
+    let _ = run_once(pool, batch_size, stop).await;
+}
