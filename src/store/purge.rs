@@ -25,18 +25,21 @@ pub const PURGE_LOCK_KEY: i64 = 0x0053_5750_5552_4745;
 ///   whatever the statistics say (an `IN (...)` may become a hash join over a
 ///   sequential scan).
 /// - `FOR UPDATE` re-checks a row changed since the scan began: a session the
-///   web app has just extended is not deleted.
+///   web app has just extended is not deleted. (It sits in subqueries because
+///   PostgreSQL refuses it directly under a `UNION`.)
 ///
 /// Public so that tests can EXPLAIN the very statement the purge runs.
 pub const DELETE_BATCH_SQL: &str = "\
 DELETE FROM user_sessions WHERE id = ANY(ARRAY(
-    (SELECT id FROM user_sessions
-     WHERE expires_at <= $1
-     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+    SELECT id FROM (
+        SELECT id FROM user_sessions
+        WHERE expires_at <= $1
+        ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AS expired
     UNION ALL
-    (SELECT id FROM user_sessions
-     WHERE is_active = false AND expires_at > $1
-     ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+    SELECT id FROM (
+        SELECT id FROM user_sessions
+        WHERE is_active = false AND expires_at > $1
+        ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AS deactivated
     LIMIT $2))";
 
 /// The connection a purge runs on, holding the purge lock.
