@@ -8,5 +8,7 @@ mod migrations;
 mod ordering;
 mod outage;
 mod process;
+mod purge;
+mod purge_schedule;
 mod sessions;
 mod webhook;

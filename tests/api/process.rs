@@ -9,9 +9,9 @@ use sqlx::PgPool;
 
 use crate::helpers::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_session-worker");
+pub const BIN: &str = env!("CARGO_BIN_EXE_session-worker");
 
-fn bare_command() -> Command {
+pub fn bare_command() -> Command {
     let mut command = Command::new(BIN);
     command
         .env_clear()
@@ -19,7 +19,7 @@ fn bare_command() -> Command {
     command
 }
 
-fn database_url(pool: &PgPool) -> String {
+pub fn database_url(pool: &PgPool) -> String {
     let options = pool.connect_options();
     format!(
         "postgres://{}@{}:{}/{}",
@@ -114,7 +114,7 @@ async fn migrate_applies_and_exits(pool: PgPool) {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -122,7 +122,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait_until_healthy(base: &str) {
+pub async fn wait_until_healthy(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if reqwest::get(format!("{base}/healthz"))
