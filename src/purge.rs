@@ -14,7 +14,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PurgeConfig;
-use crate::store::PurgeConnection;
+use crate::store::{PurgeConnection, PurgeProgress};
 
 const SESSIONS_PURGED: &str = "session_worker_sessions_purged_total";
 const RUNS: &str = "session_worker_purge_runs_total";
@@ -106,16 +106,23 @@ async fn purge(
     };
     // Fixed for the run: what expires meanwhile goes next round, so a run
     // always ends.
-    let expired_at = conn.now_utc().await?;
+    let mut progress = PurgeProgress::new(conn.now_utc().await?);
     loop {
         if shutdown.is_cancelled() {
             report.stopped = true;
             break;
         }
-        let purged = conn.delete_batch(expired_at, batch_size).await?;
+        let batch_started = Instant::now();
+        let purged = conn.delete_batch(&mut progress, batch_size).await?;
         report.batches += 1;
         report.purged += purged;
         metrics::counter!(SESSIONS_PURGED).increment(purged);
+        tracing::debug!(
+            batch = report.batches,
+            purged,
+            duration_us = batch_started.elapsed().as_micros() as u64,
+            "purge batch"
+        );
         if purged < u64::from(batch_size) {
             break;
         }

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::config::DatabaseConfig;
 
 pub use apply::Outcome;
-pub use purge::{DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection};
+pub use purge::{DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress};
 
 /// How long a request may wait for a pooled connection before the database
 /// counts as unavailable (the webhook answers 503 within 5 s).

@@ -7,7 +7,9 @@ use chrono::NaiveDateTime;
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use session_worker::purge::{self, Outcome, Report};
-use session_worker::store::{self, DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection};
+use session_worker::store::{
+    self, DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress,
+};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
@@ -197,7 +199,12 @@ async fn a_session_expiring_exactly_at_the_cutoff_goes(pool: PgPool) {
         .unwrap();
     }
     let mut conn = PurgeConnection::try_lock(&pool).await.unwrap().unwrap();
-    assert_eq!(conn.delete_batch(cutoff, 100).await.unwrap(), 2);
+    assert_eq!(
+        conn.delete_batch(&mut PurgeProgress::new(cutoff), 100)
+            .await
+            .unwrap(),
+        2
+    );
     conn.unlock().await.unwrap();
     assert_eq!(session_ids(&pool).await, ["after"]);
 }
@@ -279,6 +286,33 @@ async fn fifty_sessions_go_in_eight_batches_of_at_most_seven(pool: PgPool) {
     assert_eq!((report.purged, report.batches), (50, 8));
     let kept = session_ids(&pool).await;
     assert!(kept.len() == 10 && kept.iter().all(|id| id.starts_with("kept-")));
+}
+
+/// A batch resumes the walk at the last expiry it deleted, inclusive: rows
+/// that share an expiry across a batch boundary all go.
+#[sqlx::test]
+async fn sessions_sharing_an_expiry_across_batches_all_go(pool: PgPool) {
+    sqlx::query(
+        "INSERT INTO user_sessions (session_id, username, expires_at, is_active) \
+         SELECT 'same-' || i, 'kim', timestamp '2020-02-02 02:02:02', i % 4 <> 0 \
+         FROM generate_series(1, 20) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    add_sessions(&pool, "deactivated", 9, 60, false).await;
+    sqlx::query(
+        "UPDATE user_sessions SET expires_at = timestamp '2099-09-09 09:09:09' \
+         WHERE session_id LIKE 'deactivated-%'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let report = purge_now(&pool, 7).await;
+
+    assert_eq!((report.purged, report.batches), (29, 5));
+    assert!(session_ids(&pool).await.is_empty());
 }
 
 /// Two instances start a purge together: one purges, the other skips at
@@ -390,9 +424,9 @@ async fn a_failed_run_releases_the_lock(pool: PgPool) {
     assert_eq!(purge_now(&failing, 10).await.purged, 0);
 }
 
-/// The batch statement walks the two purge indexes and deletes through the
-/// primary key: no sequential scan, whether PostgreSQL plans it for the
-/// values at hand or once for all (as it does for a prepared statement).
+/// The batch statement walks the two purge indexes and deletes by TID: no
+/// sequential scan, whether PostgreSQL plans it for the values at hand or
+/// once for all (as it does for a prepared statement).
 #[sqlx::test]
 async fn a_batch_walks_indexes_and_never_scans_the_table(pool: PgPool) {
     sqlx::query(
@@ -414,35 +448,44 @@ async fn a_batch_walks_indexes_and_never_scans_the_table(pool: PgPool) {
         .await
         .unwrap();
 
-    let custom: Vec<String> =
-        sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {DELETE_BATCH_SQL}")))
-            .bind(cutoff)
-            .bind(5000_i64)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    // At the start of a run, and resuming mid-walk.
+    let middle = cutoff - chrono::Duration::minutes(5000);
+    let mut plans = Vec::new();
+    for from in [None, Some(middle)] {
+        let plan: Vec<String> =
+            sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {DELETE_BATCH_SQL}")))
+                .bind(cutoff)
+                .bind(from)
+                .bind(from)
+                .bind(5000_i64)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        plans.push(plan.join("\n"));
+    }
     let mut conn = pool.acquire().await.unwrap();
     sqlx::raw_sql(AssertSqlSafe(format!(
         "SET plan_cache_mode = force_generic_plan; \
-         PREPARE purge_batch(timestamp, bigint) AS {DELETE_BATCH_SQL}"
+         PREPARE purge_batch(timestamp, timestamp, timestamp, bigint) AS {DELETE_BATCH_SQL}"
     )))
     .execute(&mut *conn)
     .await
     .unwrap();
     let generic: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "EXPLAIN EXECUTE purge_batch('{cutoff}', 5000)"
+        "EXPLAIN EXECUTE purge_batch('{cutoff}', NULL, NULL, 5000)"
     )))
     .fetch_all(&mut *conn)
     .await
     .unwrap();
+    plans.push(generic.join("\n"));
 
-    for plan in [custom.join("\n"), generic.join("\n")] {
-        for index in [
+    for plan in plans {
+        for access in [
             "user_sessions_expires_at_idx",
             "user_sessions_deactivated_idx",
-            "user_sessions_pkey",
+            "Tid Scan on user_sessions",
         ] {
-            assert!(plan.contains(index), "{index} unused:\n{plan}");
+            assert!(plan.contains(access), "no {access}:\n{plan}");
         }
         assert!(!plan.contains("Seq Scan"), "{plan}");
     }

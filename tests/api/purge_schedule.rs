@@ -175,11 +175,14 @@ async fn the_purge_command_prints_what_it_purged(pool: PgPool) {
     assert_eq!(session_ids(&pool).await, ["kept"]);
 }
 
+/// A command, its environment, and the variable its error must name.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_purge_settings_stop_the_program_naming_the_variable() {
     let url = ("DATABASE_URL", "postgres://u:hunter2@localhost/db");
     let secret = ("STRIPE_WEBHOOK_SECRET", "whsec_topsecret");
-    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+    let cases: [Case; 5] = [
         (
             "serve",
             &[url, secret, ("PURGE_SCHEDULE", "*/15 * * * *")],
