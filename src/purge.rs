@@ -57,17 +57,14 @@ pub async fn run_once(
     let duration_ms = report.elapsed.as_millis() as u64;
     match &result {
         Ok(true) => {
-            tracing::info!(
-                purged = report.purged,
-                batches = report.batches,
-                duration_ms,
-                stopped = report.stopped,
-                "purge completed"
-            );
-            count_run("completed");
-            if !report.stopped {
+            let (purged, batches) = (report.purged, report.batches);
+            if report.stopped {
+                tracing::info!(purged, batches, duration_ms, "purge stopped by shutdown");
+            } else {
+                tracing::info!(purged, batches, duration_ms, "purge completed");
                 metrics::gauge!(LAST_SUCCESS).set(unix_now());
             }
+            count_run("completed");
         }
         Ok(false) => {
             tracing::info!("purge skipped: another instance is purging");
@@ -196,7 +193,7 @@ impl Schedule {
             tracing::warn!(%error, "purge scheduler did not shut down cleanly");
         }
         // A round that takes `running` after this sees `stop` and does nothing.
-        let _ = self.running.lock().await;
+        drop(self.running.lock().await);
         tracing::info!("purge schedule stopped");
     }
 }
