@@ -6,7 +6,7 @@
 #
 #   scripts/bench-purge.sh
 #
-# Settings (environment): BENCH_ROWS (1000000), BENCH_REPEAT (3),
+# Settings (environment): BENCH_ROWS (1000000), BENCH_REPEAT (5),
 # BENCH_RATE (updates/s, 200), BENCH_IDLE_SECS (10), PURGE_BATCH_SIZE (5000).
 # Without DATABASE_URL it runs on a throwaway server (scripts/with-postgres.sh);
 # with one, it creates and drops databases named bench_* on that server.
@@ -19,7 +19,7 @@ if [ -z "${BENCH_INSIDE:-}" ]; then
 fi
 
 rows=${BENCH_ROWS:-1000000}
-repeat=${BENCH_REPEAT:-3}
+repeat=${BENCH_REPEAT:-5}
 rate=${BENCH_RATE:-200}
 idle_secs=${BENCH_IDLE_SECS:-10}
 batch_size=${PURGE_BATCH_SIZE:-5000}
@@ -31,6 +31,7 @@ trap 'rm -rf "$work"' EXIT
 
 sql() { psql -X -q -v ON_ERROR_STOP=1 "$server/$1" "${@:2}"; }
 now() { date +%s.%N; }
+checkpoints() { sql postgres -Atc "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"; }
 say() { echo "bench: $*" >&2; }
 
 # One template per scenario: `expired_every` = 2 is half the sessions
@@ -90,35 +91,40 @@ record() { echo "$*" >>"$results"; }
 # The purge (as the `purge` command) on db $1, timed batch by batch; the
 # updates' latencies while it ran go to $2.
 measure_purge() {
-    local t0 t1
+    local t0 t1 c0 c1
     sleep 2
+    c0=$(checkpoints)
     t0=$(now)
     DATABASE_URL="$server/$1" PURGE_BATCH_SIZE="$batch_size" LOG_FORMAT=json \
         RUST_LOG=session_worker=debug "$bin" purge >"$work/$1.purge.log"
     t1=$(now)
+    c1=$(checkpoints)
     sleep 1
-    python3 - "$work/$1.purge.log" "$t0" "$t1" "$2" >>"$results" <<'PY'
-import json, re, sys
-log, t0, t1, tag = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    python3 - "$work/$1.purge.log" "$t0" "$t1" "$2" "$((c1 - c0))" >>"$results" <<'PY'
+import json, re, statistics, sys
+log, t0, t1, tag, checkpoints = sys.argv[1:]
 lines = open(log).read().splitlines()
 printed = next(l for l in lines if l.startswith("purged "))
 purged, ms = map(int, re.fullmatch(r"purged (\d+) sessions in (\d+) ms", printed).groups())
 batches = [json.loads(l) for l in lines if l.startswith("{")]
 batches = [b["duration_us"] for b in batches if b.get("message") == "purge batch"]
-print(f"{tag} purge_ms={ms} purged={purged} batches={len(batches)} longest_ms={max(batches) / 1000:.1f} window={t0},{t1}")
+print(f"{tag} purge_ms={ms} purged={purged} batches={len(batches)} longest_ms={max(batches) / 1000:.1f}"
+      f" median_batch_ms={statistics.median(batches) / 1000:.1f} checkpoints={checkpoints} window={t0},{t1}")
 PY
 }
 
 measure_delete() {
-    local t0 t1 out
+    local t0 t1 c0 c1 out
     sleep 2
+    c0=$(checkpoints)
     t0=$(now)
     out=$(PGTZ=UTC psql -X "$server/$1" -c '\timing on' \
         -c "DELETE FROM user_sessions WHERE expires_at < now()")
     t1=$(now)
+    c1=$(checkpoints)
     sleep 1
     record "$2 delete_ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out")" \
-        "deleted=$(sed -n 's/^DELETE \([0-9]*\)$/\1/p' <<<"$out") window=$t0,$t1"
+        "deleted=$(sed -n 's/^DELETE \([0-9]*\)$/\1/p' <<<"$out") checkpoints=$((c1 - c0)) window=$t0,$t1"
 }
 
 say "loading $rows sessions (half expired)"
@@ -192,20 +198,28 @@ print(f"rows={rows} update_rate={rate}/s batch_size={batch_size} runs={repeat}")
 print(f"load before: {open(work + '/load.before').read().strip()}")
 print(f"load after:  {open(work + '/load.after').read().strip()}")
 print()
-print("| run | purge ms | purged | batches | rows/s | longest batch ms | DELETE ms | purge/DELETE | p99 idle ms | p99 purge ms | p99 DELETE ms |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("p99 columns: the updates' p99 latency, with the number of updates in the window in brackets;")
+print("ckpt: checkpoints that began during the purge / during the DELETE.")
+print()
+print("| run | purge ms | purged | batches | rows/s | median batch ms | longest batch ms | DELETE ms | purge/DELETE | p99 idle ms | p99 purge ms | p99 DELETE ms | ckpt |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 table = []
 for r in range(1, repeat + 1):
     p, d, i = runs[f"purge{r}"], runs[f"delete{r}"], runs[f"idle{r}"]
     assert p["purged"] == d["deleted"], (p, d)
     row = [int(p["purge_ms"]), int(p["purged"]), int(p["batches"]),
-           int(p["purged"]) / (int(p["purge_ms"]) / 1000), float(p["longest_ms"]),
-           float(d["delete_ms"]), int(p["purge_ms"]) / float(d["delete_ms"]),
+           int(p["purged"]) / (int(p["purge_ms"]) / 1000), float(p["median_batch_ms"]),
+           float(p["longest_ms"]), float(d["delete_ms"]), int(p["purge_ms"]) / float(d["delete_ms"]),
            i["p99"], p["p99"], d["p99"]]
     table.append(row)
-    print(f"| {r} | {row[0]} | {row[1]} | {row[2]} | {row[3]:.0f} | {row[4]:.1f} | {row[5]:.0f} | {row[6]:.1f}x | {row[7]:.2f} ({i['n']}) | {row[8]:.2f} ({p['n']}) | {row[9]:.2f} ({d['n']}) |")
-m = [med([row[k] for row in table]) for k in range(10)]
-print(f"| median | {m[0]:.0f} | {m[1]:.0f} | {m[2]:.0f} | {m[3]:.0f} | {m[4]:.1f} | {m[5]:.0f} | {m[6]:.1f}x | {m[7]:.2f} | {m[8]:.2f} | {m[9]:.2f} |")
+    print(f"| {r} | {row[0]} | {row[1]} | {row[2]} | {row[3]:.0f} | {row[4]:.1f} | {row[5]:.1f} | {row[6]:.0f}"
+          f" | {row[7]:.1f}x | {row[8]:.2f} ({i['n']}) | {row[9]:.2f} ({p['n']}) | {row[10]:.2f} ({d['n']})"
+          f" | {p['checkpoints']} / {d['checkpoints']} |")
+m = [med([row[k] for row in table]) for k in range(11)]
+print(f"| median | {m[0]:.0f} | {m[1]:.0f} | {m[2]:.0f} | {m[3]:.0f} | {m[4]:.1f} | {m[5]:.1f} | {m[6]:.0f}"
+      f" | {m[7]:.1f}x | {m[8]:.2f} | {m[9]:.2f} | {m[10]:.2f} | |")
+print(f"median of the per-run ratios: purge/DELETE {med([r[7] for r in table]):.1f}x,"
+      f" p99 purge/idle {med([r[9] / r[8] for r in table]):.2f}x")
 print()
 print("1% expired, no updates:")
 print("| run | purge ms | purged | batches | longest batch ms | DELETE ms | purge/DELETE |")
