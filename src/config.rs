@@ -303,13 +303,14 @@ impl StripeApiConfig {
     }
 }
 
-/// `RECONCILE_SCHEDULE` as set, unless `off`. Not acted on yet: the
-/// schedule inside `serve` comes with the purge's scheduler; until then
-/// `serve` says so at start rather than ignore the setting silently.
-pub fn requested_reconcile_schedule(env: &Env) -> Option<String> {
-    env.get("RECONCILE_SCHEDULE")
-        .filter(|raw| !raw.eq_ignore_ascii_case("off"))
-        .map(str::to_owned)
+/// `RECONCILE_SCHEDULE` (default `off`): when `serve` runs `reconcile`.
+/// It needs `STRIPE_SECRET_KEY`; the caller checks that.
+pub fn reconcile_schedule(env: &Env) -> Result<Option<CronSchedule>, ConfigError> {
+    match env.get("RECONCILE_SCHEDULE") {
+        None => Ok(None),
+        Some(raw) if raw.eq_ignore_ascii_case("off") => Ok(None),
+        Some(raw) => CronSchedule::parse("RECONCILE_SCHEDULE", raw).map(Some),
+    }
 }
 
 /// Where the HTTP server listens.
@@ -325,6 +326,69 @@ impl HttpConfig {
             host: env.parsed("HOST", IpAddr::from([0, 0, 0, 0]), "an IP address")?,
             port: env.parsed("PORT", 8080, "a port number (0-65535)")?,
         })
+    }
+}
+
+/// When and how the expired sessions are purged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PurgeConfig {
+    /// `None` when `PURGE_SCHEDULE` is `off`.
+    pub schedule: Option<CronSchedule>,
+    /// Rows deleted per statement, each statement its own transaction.
+    pub batch_size: u32,
+}
+
+impl PurgeConfig {
+    /// Bounds for `PURGE_BATCH_SIZE`: a batch above this would hold its row
+    /// locks and write its WAL for too long to still be a short transaction.
+    pub const MAX_BATCH_SIZE: u32 = 100_000;
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let schedule = match env.get("PURGE_SCHEDULE") {
+            Some(raw) if raw.eq_ignore_ascii_case("off") => None,
+            raw => Some(CronSchedule::parse(
+                "PURGE_SCHEDULE",
+                raw.unwrap_or("0 */15 * * * *"),
+            )?),
+        };
+        let expected = format!("a whole number from 1 to {}", Self::MAX_BATCH_SIZE);
+        let batch_size: u32 = env.parsed("PURGE_BATCH_SIZE", 5000, &expected)?;
+        if !(1..=Self::MAX_BATCH_SIZE).contains(&batch_size) {
+            return Err(ConfigError::new(
+                "PURGE_BATCH_SIZE",
+                format!("must be {expected}, got {batch_size}"),
+            ));
+        }
+        Ok(Self {
+            schedule,
+            batch_size,
+        })
+    }
+}
+
+/// A cron expression with seconds that the scheduler accepts: only built by
+/// [`CronSchedule::parse`], so a bad one stops the program at start rather
+/// than when the schedule is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CronSchedule(String);
+
+impl CronSchedule {
+    fn parse(variable: &'static str, raw: &str) -> Result<Self, ConfigError> {
+        // The scheduler's own parser: what passes here is what it will run.
+        match tokio_cron_scheduler::Job::new_async(raw, |_, _| Box::pin(async {})) {
+            Ok(_) => Ok(Self(raw.to_owned())),
+            Err(_) => Err(ConfigError::new(
+                variable,
+                format!(
+                    "must be a cron expression with seconds (sec min hour day month weekday [year]), \
+                     e.g. \"0 */15 * * * *\", or off; got {raw:?}"
+                ),
+            )),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -467,5 +531,55 @@ mod tests {
 
         let port = HttpConfig::from_env(&Env::from_pairs([("PORT", "80800")])).unwrap_err();
         assert_eq!(port.variable, "PORT");
+    }
+
+    #[test]
+    fn purge_defaults_follow_the_contract() {
+        let config = PurgeConfig::from_env(&Env::from_pairs([])).unwrap();
+        assert_eq!(
+            config.schedule.as_ref().map(CronSchedule::as_str),
+            Some("0 */15 * * * *")
+        );
+        assert_eq!(config.batch_size, 5000);
+    }
+
+    #[test]
+    fn purge_schedule_off_disables_it() {
+        for off in ["off", "OFF", " Off "] {
+            let config =
+                PurgeConfig::from_env(&Env::from_pairs([("PURGE_SCHEDULE", off)])).unwrap();
+            assert_eq!(config.schedule, None, "{off:?}");
+        }
+        let config =
+            PurgeConfig::from_env(&Env::from_pairs([("PURGE_SCHEDULE", "*/5 * * * * *")])).unwrap();
+        assert_eq!(
+            config.schedule.as_ref().map(CronSchedule::as_str),
+            Some("*/5 * * * * *")
+        );
+    }
+
+    #[test]
+    fn purge_errors_name_the_variable() {
+        // Five fields (no seconds) is the commonest mistake.
+        for bad in [
+            "*/15 * * * *",
+            "every 15 minutes",
+            "0 61 * * * *",
+            "disabled",
+        ] {
+            let error =
+                PurgeConfig::from_env(&Env::from_pairs([("PURGE_SCHEDULE", bad)])).unwrap_err();
+            assert_eq!(error.variable, "PURGE_SCHEDULE", "{bad:?}");
+        }
+        for bad in ["0", "100001", "-1", "5k", "1.5"] {
+            let error =
+                PurgeConfig::from_env(&Env::from_pairs([("PURGE_BATCH_SIZE", bad)])).unwrap_err();
+            assert_eq!(error.variable, "PURGE_BATCH_SIZE", "{bad:?}");
+        }
+        for good in ["1", "100000"] {
+            let config =
+                PurgeConfig::from_env(&Env::from_pairs([("PURGE_BATCH_SIZE", good)])).unwrap();
+            assert_eq!(config.batch_size.to_string(), good);
+        }
     }
 }

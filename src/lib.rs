@@ -8,7 +8,9 @@
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod purge;
 pub mod reconcile;
+pub mod schedule;
 pub mod serve;
 pub mod settle;
 pub mod signature;

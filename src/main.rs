@@ -5,19 +5,21 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use session_worker::config::{
-    ConfigError, DatabaseConfig, Env, LogFormat, RulesConfig, StripeApiConfig,
+    ConfigError, DatabaseConfig, Env, LogFormat, PurgeConfig, RulesConfig, StripeApiConfig,
 };
 use session_worker::settle::Settler;
 use session_worker::store::Store;
 use session_worker::stripe_api::{Retry, StripeApi};
-use session_worker::{reconcile, serve, signature, store, telemetry};
+use session_worker::{purge, reconcile, serve, signature, store, telemetry};
 
 /// Keeps the subscription state of a web app's sessions (PostgreSQL table
-/// user_sessions) in step with Stripe, from its signed webhooks.
+/// user_sessions) in step with Stripe, from its signed webhooks, and purges
+/// expired sessions.
 ///
 /// Settings come from the environment: DATABASE_URL, STRIPE_WEBHOOK_SECRET,
 /// PORT, HOST, WEBHOOK_TOLERANCE_SECS, SUBSCRIBED_STATUSES,
-/// USERNAME_METADATA_KEY, STRIPE_SECRET_KEY, STRIPE_API_BASE, LOG_FORMAT,
+/// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, STRIPE_SECRET_KEY,
+/// STRIPE_API_BASE, RECONCILE_SCHEDULE, LOG_FORMAT,
 /// RUST_LOG (see README.md).
 #[derive(Parser)]
 #[command(name = "session-worker", version, about)]
@@ -40,6 +42,8 @@ enum Command {
         #[arg(long, default_value = "3d", value_parser = reconcile::parse_since)]
         since: Duration,
     },
+    /// Purge expired and deactivated sessions once, now, and exit.
+    Purge,
     /// Print a valid Stripe-Signature header value for the payload in FILE
     /// (no database needed).
     Sign {
@@ -90,6 +94,14 @@ fn main() -> ExitCode {
             Ok(config) => runtime.block_on(reconcile_once(config, since)),
             Err(error) => return config_error(&error),
         },
+        Command::Purge => {
+            match DatabaseConfig::from_env(&env)
+                .and_then(|database| PurgeConfig::from_env(&env).map(|purge| (database, purge)))
+            {
+                Ok((database, purge)) => runtime.block_on(purge_once(database, purge)),
+                Err(error) => return config_error(&error),
+            }
+        }
         Command::Sign { .. } => unreachable!("handled above"),
     };
     match result {
@@ -154,6 +166,24 @@ async fn reconcile_once(config: ReconcileConfig, since: Duration) -> anyhow::Res
             println!("reconcile skipped: another instance is reconciling now")
         }
     }
+    Ok(())
+}
+
+async fn purge_once(database: DatabaseConfig, config: PurgeConfig) -> anyhow::Result<()> {
+    let pool = store::pool(&database, 1)?;
+    // Ctrl-C or SIGTERM: stop between batches and release the lock.
+    let shutdown = serve::shutdown_on_signal();
+    match purge::run_once(&pool, config.batch_size, &shutdown).await? {
+        purge::Outcome::Completed(report) => println!(
+            "purged {} sessions in {} ms",
+            report.purged,
+            report.elapsed.as_millis()
+        ),
+        purge::Outcome::Skipped => {
+            println!("purge skipped: another instance is purging now")
+        }
+    }
+    pool.close().await;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `session-worker serve`: listen at once, apply migrations as soon as the
-//! database answers, serve until a signal, then drain.
+//! database answers, then run the purge (and reconcile) schedules; serve
+//! until a signal, then drain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,24 +9,31 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    ConfigError, DatabaseConfig, Env, HttpConfig, StripeApiConfig, WebhookConfig,
-    requested_reconcile_schedule,
+    ConfigError, CronSchedule, DatabaseConfig, Env, HttpConfig, PurgeConfig, StripeApiConfig,
+    WebhookConfig, reconcile_schedule,
 };
 use crate::http::{AppState, SchemaReady, router};
+use crate::schedule::Schedule;
+use crate::settle::Settler;
 use crate::signature::Verifier;
 use crate::stats;
 use crate::store::{self, Store};
+use crate::stripe_api::Retry;
 use crate::stripe_api::StripeApi;
+use crate::{purge, reconcile};
 
-/// Connections for the webhook path: each event holds one for a few
-/// milliseconds, so 8 absorb Stripe's bursts on a small instance and leave
-/// the web app most of a small database's `max_connections` (Render's
-/// smallest plans allow 97).
+/// Connections for the webhook path (and one each for a purge or a
+/// reconcile while it runs): each event holds one for a few milliseconds, so
+/// 8 absorb Stripe's bursts on a small instance and leave the web app most of
+/// a small database's `max_connections` (Render's smallest plans allow 97).
 pub const POOL_SIZE: u32 = 8;
 
 /// Render waits 30 s (`maxShutdownDelaySeconds`) before SIGKILL; in-flight
 /// requests get this long to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+
+/// How far back a scheduled reconcile looks, as `reconcile` does by default.
+const RECONCILE_SINCE: Duration = Duration::from_secs(3 * 24 * 3600);
 
 /// Everything `serve` needs, read before anything starts.
 pub struct ServeConfig {
@@ -35,18 +43,26 @@ pub struct ServeConfig {
     /// Built at start, so that a bad setting stops it there; `None` without
     /// `STRIPE_SECRET_KEY`.
     pub stripe_api: Option<StripeApi>,
-    /// `RECONCILE_SCHEDULE`, not run by this build yet (warned at start).
-    pub reconcile_schedule: Option<String>,
+    pub purge: PurgeConfig,
+    /// `RECONCILE_SCHEDULE`; set only with `STRIPE_SECRET_KEY`.
+    pub reconcile_schedule: Option<CronSchedule>,
 }
 
 impl ServeConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let api_config = StripeApiConfig::from_env(env)?;
+        let reconcile_schedule = reconcile_schedule(env)?;
+        if reconcile_schedule.is_some() {
+            api_config.require_key("RECONCILE_SCHEDULE")?;
+        }
+        let stripe_api = StripeApi::from_config(&api_config)?;
         Ok(Self {
             database: DatabaseConfig::from_env(env)?,
             webhook: WebhookConfig::from_env(env)?,
             http: HttpConfig::from_env(env)?,
-            stripe_api: StripeApi::from_config(&StripeApiConfig::from_env(env)?)?,
-            reconcile_schedule: requested_reconcile_schedule(env),
+            stripe_api,
+            purge: PurgeConfig::from_env(env)?,
+            reconcile_schedule,
         })
     }
 }
@@ -68,22 +84,33 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         metrics,
     };
 
-    if let Some(schedule) = &config.reconcile_schedule {
-        tracing::warn!(
-            schedule = %schedule,
-            "RECONCILE_SCHEDULE is not run inside serve by this build; run `session-worker reconcile` from a cron job instead"
-        );
-    }
+    let schedules = Schedules {
+        purge: config.purge,
+        reconcile: config
+            .reconcile_schedule
+            .zip(config.stripe_api.clone())
+            .map(|(cron, api)| {
+                let settler = Settler::new(
+                    Store::new(pool.clone(), config.webhook.subscribed_statuses.clone()),
+                    Some(api),
+                    config.webhook.username_metadata_key.clone().into(),
+                );
+                (cron, settler)
+            }),
+    };
 
     let listener = TcpListener::bind((config.http.host, config.http.port)).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    let migrations = tokio::spawn({
+    // Schedules start once the schema is there; stopped after the server.
+    let background = tokio::spawn({
         let (pool, shutdown) = (pool.clone(), shutdown.clone());
         async move {
-            if migrate_with_retry(&pool, &shutdown).await {
-                schema.set();
-                tracing::info!("migrations applied; ready");
+            if !migrate_with_retry(&pool, &shutdown).await {
+                return Vec::new();
             }
+            schema.set();
+            tracing::info!("migrations applied; ready");
+            start_schedules(pool, schedules, &shutdown).await
         }
     });
 
@@ -94,14 +121,66 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_LIMIT).await;
     };
-    tokio::select! {
-        served = server => served?,
-        () = deadline => tracing::warn!(limit_s = DRAIN_LIMIT.as_secs(), "requests still in flight at the drain limit; stopping anyway"),
+    let served = tokio::select! {
+        served = server => served,
+        () = deadline => {
+            tracing::warn!(limit_s = DRAIN_LIMIT.as_secs(), "requests still in flight at the drain limit; stopping anyway");
+            Ok(())
+        }
+    };
+    // Also when the server failed: a purge or reconcile in progress stops
+    // between steps and releases its lock before the pool closes.
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(2), background).await {
+        Ok(Ok(schedules)) => {
+            for schedule in schedules {
+                schedule.stop().await;
+            }
+        }
+        _ => tracing::warn!("migrations still running at shutdown; abandoned"),
     }
-    migrations.abort();
+    served?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What runs on a schedule inside `serve`.
+struct Schedules {
+    purge: PurgeConfig,
+    reconcile: Option<(CronSchedule, Settler)>,
+}
+
+/// Starts the schedules that are on; one that fails to start is logged and
+/// the server goes on without it.
+async fn start_schedules(
+    pool: sqlx::PgPool,
+    schedules: Schedules,
+    shutdown: &CancellationToken,
+) -> Vec<Schedule> {
+    let mut started = Vec::new();
+    match purge::schedule(pool, &schedules.purge, shutdown).await {
+        Ok(Some(schedule)) => started.push(schedule),
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, "purge schedule did not start"),
+    }
+    if let Some((cron, settler)) = schedules.reconcile {
+        let settler = Arc::new(settler);
+        let schedule = Schedule::start("reconcile", &cron, shutdown, move |stop| {
+            let settler = settler.clone();
+            // Errors are logged by run_once; the next round runs.
+            async move {
+                let _ =
+                    reconcile::run_once(&settler, RECONCILE_SINCE, &Retry::RECONCILE, &stop).await;
+            }
+        })
+        .await;
+        match schedule {
+            Ok(schedule) => started.push(schedule),
+            Err(error) => tracing::error!(%error, "reconcile schedule did not start"),
+        }
+    }
+    started
 }
 
 /// Migrations, retried with backoff while the database cannot be reached

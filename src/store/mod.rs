@@ -1,6 +1,7 @@
 //! All SQL lives under this module.
 
 mod apply;
+mod purge;
 mod reconcile;
 
 use std::str::FromStr;
@@ -12,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::config::DatabaseConfig;
 
 pub use apply::{Outcome, Recorded};
+pub use purge::{DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress};
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
 
 /// How long a request may wait for a pooled connection before the database

@@ -32,6 +32,30 @@ pub fn database_url(pool: &PgPool, port: Option<u16>) -> String {
     )
 }
 
+/// The binary with an empty environment but for PATH.
+pub fn bare_command() -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+/// Waits for `/healthz` at `base` to answer 200.
+pub async fn wait_until_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not come up");
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

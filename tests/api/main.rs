@@ -15,6 +15,8 @@ mod operations;
 mod ordering;
 mod outage;
 mod process;
+mod purge;
+mod purge_schedule;
 mod reconcile;
 mod rules;
 mod sessions;

@@ -1,21 +1,12 @@
 //! The real binary, run as a process: subcommands, settings, signals.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::binary::{BIN, Server, database_url};
+use crate::binary::{Server, bare_command, database_url};
 use crate::helpers::*;
-
-fn bare_command() -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
 
 #[test]
 fn sign_prints_the_header_value_computed_independently() {

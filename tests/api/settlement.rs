@@ -295,8 +295,8 @@ async fn the_binary_calls_the_api_only_with_a_key(pool: PgPool) {
         "the key is never logged"
     );
     assert!(
-        logs.iter()
-            .any(|line| line.contains("RECONCILE_SCHEDULE is not run inside serve")),
-        "a schedule this build does not run is not ignored silently"
+        logs.iter().any(|line| line.contains("schedule started")
+            && line.contains("\"job\":\"reconcile\"")),
+        "RECONCILE_SCHEDULE starts the reconcile schedule: {logs:?}"
     );
 }
