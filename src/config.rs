@@ -210,7 +210,10 @@ impl PurgeConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let schedule = match env.get("PURGE_SCHEDULE") {
             Some(raw) if raw.eq_ignore_ascii_case("off") => None,
-            raw => Some(CronSchedule::parse(raw.unwrap_or("0 */15 * * * *"))?),
+            raw => Some(CronSchedule::parse(
+                "PURGE_SCHEDULE",
+                raw.unwrap_or("0 */15 * * * *"),
+            )?),
         };
         let expected = format!("a whole number from 1 to {}", Self::MAX_BATCH_SIZE);
         let batch_size: u32 = env.parsed("PURGE_BATCH_SIZE", 5000, &expected)?;
@@ -234,12 +237,12 @@ impl PurgeConfig {
 pub struct CronSchedule(String);
 
 impl CronSchedule {
-    fn parse(raw: &str) -> Result<Self, ConfigError> {
+    fn parse(variable: &'static str, raw: &str) -> Result<Self, ConfigError> {
         // The scheduler's own parser: what passes here is what it will run.
         match tokio_cron_scheduler::Job::new_async(raw, |_, _| Box::pin(async {})) {
             Ok(_) => Ok(Self(raw.to_owned())),
             Err(_) => Err(ConfigError::new(
-                "PURGE_SCHEDULE",
+                variable,
                 format!(
                     "must be a cron expression with seconds (sec min hour day month weekday [year]), \
                      e.g. \"0 */15 * * * *\", or off; got {raw:?}"
