@@ -94,14 +94,10 @@ fn main() -> ExitCode {
             Ok(config) => runtime.block_on(reconcile_once(config, since)),
             Err(error) => return config_error(&error),
         },
-        Command::Purge => {
-            match DatabaseConfig::from_env(&env)
-                .and_then(|database| PurgeConfig::from_env(&env).map(|purge| (database, purge)))
-            {
-                Ok((database, purge)) => runtime.block_on(purge_once(database, purge)),
-                Err(error) => return config_error(&error),
-            }
-        }
+        Command::Purge => match (DatabaseConfig::from_env(&env), PurgeConfig::from_env(&env)) {
+            (Ok(database), Ok(purge)) => runtime.block_on(purge_once(database, purge)),
+            (Err(error), _) | (_, Err(error)) => return config_error(&error),
+        },
         Command::Sign { .. } => unreachable!("handled above"),
     };
     match result {

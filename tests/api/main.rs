@@ -18,6 +18,7 @@ mod process;
 mod purge;
 mod purge_schedule;
 mod reconcile;
+mod render;
 mod rules;
 mod sessions;
 mod settlement;

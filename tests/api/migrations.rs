@@ -41,13 +41,27 @@ async fn migrations_keep_an_existing_user_sessions_table_and_its_rows(pool: PgPo
     .await
     .unwrap();
     assert!(index.contains("(username)"), "{index}");
-    let valid: bool = sqlx::query_scalar(
-        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'user_sessions_username_idx'::regclass",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert!(valid);
+    // The purge's: built CONCURRENTLY on the table full of rows, and usable.
+    for (name, definition) in [
+        ("user_sessions_username_idx", "(username)"),
+        ("user_sessions_expires_at_idx", "(expires_at)"),
+        (
+            "user_sessions_deactivated_idx",
+            "(expires_at) WHERE (is_active = false)",
+        ),
+    ] {
+        let (index, valid): (String, bool) = sqlx::query_as(
+            "SELECT indexdef, indisvalid FROM pg_indexes \
+             JOIN pg_index ON indexrelid = (schemaname || '.' || indexname)::regclass \
+             WHERE tablename = 'user_sessions' AND indexname = $1",
+        )
+        .bind(name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(index.ends_with(definition), "{index}");
+        assert!(valid, "{name}");
+    }
 
     // The lookup the webhook makes uses the index, not a scan of the table.
     sqlx::raw_sql("ANALYZE user_sessions")

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use session_worker::config::{Env, PurgeConfig};
-
+use session_worker::store::PurgeConnection;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -176,6 +176,56 @@ async fn the_purge_command_prints_what_it_purged(pool: PgPool) {
         .and_then(|ms| ms.parse::<u64>().ok());
     assert!(printed.is_some(), "{stdout}");
     assert_eq!(session_ids(&pool).await, ["kept"]);
+}
+
+/// While another instance purges, the command says it skipped, and exits 0.
+#[sqlx::test]
+async fn the_purge_command_skips_while_another_instance_purges(pool: PgPool) {
+    add_sessions(&pool, "gone", 2, -60, true).await;
+    let other = PurgeConnection::try_lock(&pool).await.unwrap().unwrap();
+
+    let output = bare_command()
+        .arg("purge")
+        .env("DATABASE_URL", database_url(&pool, None))
+        .output()
+        .unwrap();
+
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("purge skipped"), "{stdout}");
+    assert_eq!(session_ids(&pool).await.len(), 2);
+    other.unlock().await.unwrap();
+}
+
+/// An instance that dies mid-purge (SIGKILL: no unlock, no goodbye) leaves
+/// no lock behind: its connection ends, and the lock with it.
+#[sqlx::test]
+async fn a_killed_purge_leaves_no_lock_behind(pool: PgPool) {
+    add_sessions(&pool, "gone", 3, -60, true).await;
+    gate_deletes(&pool).await;
+    let gate = close_gate(&pool).await;
+    let mut purge = tokio::process::Command::new(BIN)
+        .arg("purge")
+        .env_clear()
+        .env("DATABASE_URL", database_url(&pool, None))
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_until("the purge holds the lock, inside a batch", async || {
+        waiting_at_gate(&pool).await == 1 && purge_lock_holders(&pool).await == 1
+    })
+    .await;
+
+    purge.kill().await.unwrap();
+    // The server notices the lost client when its statement ends.
+    open_gate(gate).await;
+
+    wait_until("the lock is released", async || {
+        purge_lock_holders(&pool).await == 0
+    })
+    .await;
+    assert!(PurgeConnection::try_lock(&pool).await.unwrap().is_some());
 }
 
 /// A command, its environment, and the variable its error must name.
