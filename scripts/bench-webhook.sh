@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# The webhook benchmark (BENCHMARKS.md): session-worker against the limit of
+# its own SQL, on a throwaway PostgreSQL, loopback only.
+#
+#   scripts/bench-webhook.sh            # build, seed, RUNS rounds, table of medians
+#
+# Settings (environment): EVENTS (40000 per round), CONCURRENCY (16),
+# RUNS (3). Each round copies the seeded database twice (CREATE DATABASE ...
+# TEMPLATE), drives `session-worker serve` with examples/loadgen.rs over
+# CONCURRENCY keep-alive connections, checks the effect in the database,
+# then runs the same SQL through pgbench at the same concurrency against the
+# other copy. Exits non-zero when a check fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EVENTS=${EVENTS:-40000}
+CONCURRENCY=${CONCURRENCY:-16}
+RUNS=${RUNS:-3}
+target_dir=${CARGO_TARGET_DIR:-target}
+
+if [ -z "${BENCH_WEBHOOK_INSIDE:-}" ]; then
+    export BENCH_WEBHOOK_STARTED=$(date +%s)
+    echo "== build (release): session-worker, examples loadgen and sigbench" >&2
+    started=$(date +%s)
+    cargo build --release --quiet --bin session-worker --example loadgen --example sigbench
+    echo "   built in $(($(date +%s) - started)) s" >&2
+    # Always a throwaway server, never the one DATABASE_URL may name.
+    exec env -u DATABASE_URL BENCH_WEBHOOK_INSIDE=1 scripts/with-postgres.sh "$0" "$@"
+fi
+
+# --- inside scripts/with-postgres.sh: DATABASE_URL, PG_BINDIR are set ---------
+
+bin="$target_dir/release"
+server=${DATABASE_URL%/*}
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-webhook.XXXXXX")
+secret="whsec_bench_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+serve_pid=
+cleanup() {
+    if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then
+        kill -TERM "$serve_pid" 2>/dev/null || true
+        wait "$serve_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+sql() { PGOPTIONS='-c client_min_messages=warning' "$PG_BINDIR/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+say() { echo "$*" >&2; }
+fail() {
+    echo "bench-webhook: FAILED: $*" >&2
+    exit 1
+}
+# A field of a one-line JSON object, numbers only.
+json_field() { sed -n "s/.*\"$2\":\([-0-9.e]*\).*/\1/p" "$1"; }
+
+free_port() {
+    local port
+    for _ in $(seq 1 100); do
+        port=$((20000 + RANDOM % 20000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    fail "no free port"
+}
+
+# CPU time in clock ticks (1/100 s). Of one process (utime + stime):
+proc_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# Of the whole PostgreSQL server: the postmaster, the children it has reaped
+# (ended backends) and the children alive now.
+postmaster=$(head -1 "$(sql "$DATABASE_URL" -c 'SHOW data_directory')/postmaster.pid")
+pg_ticks() {
+    local total child
+    total=$(sed 's/.*) //' "/proc/$postmaster/stat" | awk '{print $12 + $13 + $14 + $15}')
+    for child in $(pgrep -P "$postmaster"); do
+        total=$((total + $(proc_ticks "$child" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+# Busy ticks of the whole machine (everything but idle and iowait).
+machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# Ticks -> microseconds per event.
+us_per_event() { awk -v t="$1" -v n="$2" 'BEGIN{printf "%.0f", t * 10000 / n}'; }
+
+# Nearest-rank percentiles (ms) of a file of microseconds, one a line:
+# "p50 p99 max", the rule examples/loadgen.rs applies to its own.
+percentiles() {
+    sort -n "$1" | awk '{v[NR] = $1} END {
+        split("0.50 0.99 1.0", q, " ");
+        for (i = 1; i <= 3; i++) { r = int(q[i] * NR); if (r < q[i] * NR) r++; if (r < 1) r = 1;
+            printf "%s%.3f", (i > 1 ? " " : ""), v[r] / 1000 }
+        print "" }'
+}
+
+say "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $("$PG_BINDIR/postgres" --version)"
+say "== events $EVENTS per round, concurrency $CONCURRENCY, $RUNS rounds"
+
+# No checkpoint in the middle of a measured phase: each phase starts with one.
+sql "$DATABASE_URL" -c "ALTER SYSTEM SET max_wal_size = '8GB'" \
+    -c "ALTER SYSTEM SET checkpoint_timeout = '30min'" -c "SELECT pg_reload_conf()" >/dev/null
+
+say "== seed: migrate, 1,000,000 sessions, 2,000 paying users"
+started=$(date +%s)
+sql "$DATABASE_URL" -c "CREATE DATABASE bench_template"
+DATABASE_URL="$server/bench_template" LOG_FORMAT=text RUST_LOG=warn "$bin/session-worker" migrate >/dev/null
+sql "$server/bench_template" -f bench/seed.sql
+say "   seeded in $(($(date +%s) - started)) s ($(sql "$server/bench_template" -c "SELECT pg_size_pretty(pg_database_size(current_database()))"))"
+
+# Loads what the events touch into shared buffers, as on a live server.
+warm() {
+    sql "$1" -c "SELECT sum(length(session_data)) FROM user_sessions
+                 WHERE username IN (SELECT 'user_' || lpad((u * 100)::text, 6, '0') FROM generate_series(1, 2000) u)" \
+        -c "SELECT count(*) FROM sw_subscriptions" -c "SELECT count(*) FROM sw_customers" >/dev/null
+}
+
+results="$work/results.tsv"
+for round in $(seq 1 "$RUNS"); do
+    say "== round $round/$RUNS"
+    sql "$DATABASE_URL" -c "DROP DATABASE IF EXISTS bench_worker" -c "DROP DATABASE IF EXISTS bench_pgbench"
+    sql "$DATABASE_URL" -c "CREATE DATABASE bench_worker TEMPLATE bench_template STRATEGY FILE_COPY" \
+        -c "CREATE DATABASE bench_pgbench TEMPLATE bench_template STRATEGY FILE_COPY"
+
+    # --- session-worker ------------------------------------------------------
+    db="$server/bench_worker"
+    before=$(sql "$db" -f bench/fingerprint.sql)
+    warm "$db"
+    sql "$db" -c "CHECKPOINT"
+    port=$(free_port)
+    run_started=$(sql "$db" -c "SELECT now() AT TIME ZONE 'UTC'")
+    DATABASE_URL="$db" STRIPE_WEBHOOK_SECRET="$secret" HOST=127.0.0.1 PORT="$port" LOG_FORMAT=json \
+        "$bin/session-worker" serve >"$work/serve-$round.log" 2>&1 &
+    serve_pid=$!
+    pg0=$(pg_ticks)
+    w0=$(proc_ticks "$serve_pid")
+    STRIPE_WEBHOOK_SECRET="$secret" "$bin/examples/loadgen" --addr "127.0.0.1:$port" \
+        --events "$EVENTS" --concurrency "$CONCURRENCY" --seed "$round" \
+        --expected "$work/expected.csv" >"$work/loadgen.json" ||
+        fail "load generator (server log: see above)"
+    w1=$(proc_ticks "$serve_pid")
+    rss_kb=$(awk '/^VmHWM:/{print $2}' "/proc/$serve_pid/status")
+    kill -TERM "$serve_pid"
+    wait "$serve_pid" || fail "session-worker serve exited with $?"
+    serve_pid=
+    sleep 0.5
+    pg1=$(pg_ticks)
+    cat "$work/loadgen.json" >&2
+
+    # --- the check: right effect, nothing else changed -------------------------
+    after=$(sql "$db" -f bench/fingerprint.sql)
+    [ "$before" = "$after" ] || fail "rows outside the events' active sessions changed:
+before: $before
+after:  $after"
+    warmup=$(sql "$db" -c "SELECT count(*) FROM sw_events WHERE event_id LIKE 'evt\_1Warm%'")
+    check=$(sql "$db" -F ' ' -v started="$run_started" -f bench/verify.sql <"$work/expected.csv")
+    read -r users paying active wrong wrong_view recorded applied ignored total sessions <<<"$check"
+    want_users=$((EVENTS < 2000 ? EVENTS : 2000))
+    [ "$users" = "$want_users" ] && [ "$paying" = "$users" ] || fail "expected states for $users users ($paying paying), wanted $want_users"
+    [ "$active" = $((users * 3)) ] || fail "$active active sessions of the events' users, wanted $((users * 3))"
+    [ "$wrong" = 0 ] || fail "$wrong of $active active sessions do not carry the expected subscription state"
+    [ "$wrong_view" = 0 ] || fail "$wrong_view users read a wrong state from user_subscription_status"
+    [ "$recorded" = "$EVENTS" ] && [ "$applied" = "$EVENTS" ] || fail "$recorded events recorded, $applied applied, wanted $EVENTS"
+    [ "$ignored" = "$warmup" ] || fail "warm-up events not all ignored"
+    [ "$total" = $((100000 + EVENTS + warmup)) ] || fail "sw_events holds $total rows, wanted $((100000 + EVENTS + warmup))"
+    [ "$sessions" = 1000000 ] || fail "user_sessions holds $sessions rows"
+    say "   check passed: $active active sessions of $users users right, $EVENTS events applied once, the other $(head -1 <<<"$before" | cut -d' ' -f1) sessions unchanged"
+
+    # --- pgbench: the same SQL, same concurrency, the other copy ---------------
+    db="$server/bench_pgbench"
+    warm "$db"
+    sql "$db" -c "CHECKPOINT"
+    mkdir -p "$work/pgbench-$round"
+    created=$(date +%s)
+    pg2=$(pg_ticks)
+    m2=$(machine_ticks)
+    TIMEFORMAT='%U %S'
+    { time "$PG_BINDIR/pgbench" -n -M prepared -c "$CONCURRENCY" -j 2 -t $((EVENTS / CONCURRENCY)) \
+        -D created="$created" -D period_end=$((created + 2592000)) \
+        -f bench/pgbench/subscription.sql@8 -f bench/pgbench/checkout.sql@2 \
+        --log --log-prefix="$work/pgbench-$round/tx" "$db" >"$work/pgbench.out" 2>"$work/pgbench.err"; } 2>"$work/pgbench.time" ||
+        { cat "$work/pgbench.err" >&2; fail "pgbench"; }
+    pg3=$(pg_ticks)
+    m3=$(machine_ticks)
+    pgbench_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$work/pgbench.out")
+    pgbench_tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
+    pgbench_failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$work/pgbench.out")
+    read -r pgb_p50 pgb_p99 pgb_max <<<"$(cat "$work/pgbench-$round"/tx* | awk '{print $3}' >"$work/pgbench-lat" && percentiles "$work/pgbench-lat")"
+    pgb_client_ticks=$(awk '{printf "%.0f", ($1 + $2) * 100}' "$work/pgbench.time")
+    pgb_outcomes=$(sql "$db" -c "SELECT count(*) FILTER (WHERE outcome = 'applied') || ' ' || count(*) FROM sw_events WHERE event_id LIKE 'evt\_1Pgb%'")
+    read -r pgb_applied pgb_recorded <<<"$pgb_outcomes"
+    [ "$pgb_recorded" = "$pgbench_tx" ] && [ "$pgb_applied" = "$pgbench_tx" ] ||
+        fail "pgbench: $pgb_recorded events recorded, $pgb_applied applied, of $pgbench_tx transactions: not the same work"
+    say "   pgbench: $pgbench_tx transactions, $pgbench_tps tps, p50/p99/max $pgb_p50/$pgb_p99/$pgb_max ms, all applied"
+
+    # --- one row of results ----------------------------------------------------
+    lg="$work/loadgen.json"
+    n=$(json_field "$lg" events)
+    worker_eps=$(json_field "$lg" events_per_s)
+    printf '%s\n' "$round $worker_eps $(json_field "$lg" p50_ms) $(json_field "$lg" p99_ms) $(json_field "$lg" max_ms) \
+$(json_field "$lg" non_200) $(json_field "$lg" not_applied) $(awk -v k="$rss_kb" 'BEGIN{printf "%.1f", k / 1024}') \
+$(us_per_event $((w1 - w0)) "$n") $(json_field "$lg" loadgen_cpu_us_per_event) $(us_per_event $((pg1 - pg0)) "$n") \
+$(awk -v m="$(json_field "$lg" machine_cpu_us_per_event)" -v l="$(json_field "$lg" loadgen_cpu_us_per_event)" \
+    -v w="$(us_per_event $((w1 - w0)) "$n")" -v p="$(us_per_event $((pg1 - pg0)) "$n")" 'BEGIN{printf "%.0f", m - l - w - p}') \
+$pgbench_tps $pgb_p50 $pgb_p99 $pgb_max $pgbench_failed $(us_per_event "$pgb_client_ticks" "$pgbench_tx") \
+$(us_per_event $((pg3 - pg2)) "$pgbench_tx") $(us_per_event $((m3 - m2 - (pg3 - pg2) - pgb_client_ticks)) "$pgbench_tx") \
+$(awk -v a="$worker_eps" -v b="$pgbench_tps" 'BEGIN{printf "%.3f", a / b}')" >>"$results"
+done
+
+# --- signature verification -------------------------------------------------
+# Three times each, interleaved, so that both see the same background load.
+say "== signature verification, 4 KB body"
+for i in 1 2 3; do
+    "$bin/examples/sigbench" >"$work/sig-$i.json"
+    command -v openssl >/dev/null || { echo 0 >>"$work/openssl-us"; continue; }
+    openssl speed -hmac sha256 -bytes 4096 -seconds 2 2>/dev/null |
+        awk '/^hmac\(sha256\)/{sub(/k$/, "", $2); printf "%.3f\n", 4096 / ($2 * 1000) * 1e6}' >>"$work/openssl-us"
+done
+median_of() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+sig_median() { for i in 1 2 3; do json_field "$work/sig-$i.json" "$1"; done | median_of; }
+verify_us=$(sig_median verify_us)
+hmac_us=$(sig_median hmac_sha256_us)
+hmac_prekeyed_us=$(sig_median hmac_sha256_prekeyed_us)
+openssl_us=$(median_of <"$work/openssl-us")
+
+# --- the table ----------------------------------------------------------------
+median() { # column number -> median over rounds
+    awk -v c="$1" '{print $c}' "$results" | median_of
+}
+col() { # column number -> "median (r1, r2, r3)"
+    echo "$(median "$1") ($(awk -v c="$1" '{printf "%s%s", (NR > 1 ? ", " : ""), $c}' "$results"))"
+}
+cat <<TABLE
+
+## Webhook benchmark: $EVENTS events per round, concurrency $CONCURRENCY, median of $RUNS rounds (each round's value in brackets)
+
+machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/^Mem:/{print $2}') GiB; $("$PG_BINDIR/postgres" --version)
+
+| | session-worker (HTTP) | pgbench (same SQL) |
+| --- | --- | --- |
+| events/s | $(col 2) | $(col 13) |
+| ratio worker / pgbench | $(col 21) | 1 |
+| p50 latency, ms | $(col 3) | $(col 14) |
+| p99 latency, ms | $(col 4) | $(col 15) |
+| max latency, ms | $(col 5) | $(col 16) |
+| non-200 answers / failed transactions | $(col 6) | $(col 17) |
+| 200 but not applied | $(col 7) | 0 (checked) |
+| peak RSS of serve (VmHWM), MiB | $(col 8) | |
+| CPU µs/event: PostgreSQL | $(col 11) | $(col 19) |
+| CPU µs/event: session-worker / pgbench client | $(col 9) | $(col 18) |
+| CPU µs/event: load generator | $(col 10) | |
+| CPU µs/event: rest of the machine (other jobs) | $(col 12) | $(col 20) |
+
+| signature, 4 KB body (median of 3) | µs | vs openssl |
+| --- | --- | --- |
+| \`Verifier::verify\` | $verify_us | $(awk -v a="$verify_us" -v b="$openssl_us" 'BEGIN{printf "%.2fx", a / b}') |
+| raw HMAC-SHA256, hmac + sha2 crates (key set up per call / precomputed) | $hmac_us / $hmac_prekeyed_us | $(awk -v a="$hmac_us" -v b="$openssl_us" 'BEGIN{printf "%.2fx", a / b}') |
+| \`openssl speed -hmac sha256 -bytes 4096\` | $openssl_us | 1 |
+
+The effect was checked after every round: passed. Total time $(($(date +%s) - BENCH_WEBHOOK_STARTED)) s.
+TABLE
