@@ -45,8 +45,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
     let metrics = stats::install();
     tokio::spawn(stats::upkeep(metrics.clone()));
     let schema = SchemaReady::default();
+    let store = Store::new(pool.clone(), config.webhook.subscribed_statuses.clone());
     let state = AppState {
-        store: Store::new(pool.clone(), config.webhook.subscribed_statuses.clone()),
+        store: store.clone(),
         verifier: Arc::new(Verifier::new(
             &config.webhook.secrets,
             config.webhook.tolerance,
@@ -80,6 +81,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         () = deadline => tracing::warn!(limit_s = DRAIN_LIMIT.as_secs(), "requests still in flight at the drain limit; stopping anyway"),
     }
     migrations.abort();
+    store.close().await;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())
