@@ -250,7 +250,7 @@ machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 | CPU µs/event: load generator | $(col 10) | |
 | CPU µs/event: rest of the machine (other jobs) | $(col 12) | $(col 20) |
 
-| signature, 4 KB body (median of 3) | µs | vs openssl |
+| signature, 4 KB body (median of 3; CPU time) | µs | vs openssl |
 | --- | --- | --- |
 | \`Verifier::verify\` | $verify_us | $(awk -v a="$verify_us" -v b="$openssl_us" 'BEGIN{printf "%.2fx", a / b}') |
 | raw HMAC-SHA256, hmac + sha2 crates (key set up per call / precomputed) | $hmac_us / $hmac_prekeyed_us | $(awk -v a="$hmac_us" -v b="$openssl_us" 'BEGIN{printf "%.2fx", a / b}') |
