@@ -181,7 +181,7 @@ after:  $after"
         { cat "$work/pgbench.err" >&2; fail "pgbench"; }
     pg3=$(pg_ticks)
     m3=$(machine_ticks)
-    pgbench_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$work/pgbench.out")
+    pgbench_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$work/pgbench.out" | awk '{printf "%.0f", $1}')
     pgbench_tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
     pgbench_failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$work/pgbench.out")
     read -r pgb_p50 pgb_p99 pgb_max <<<"$(cat "$work/pgbench-$round"/tx* | awk '{print $3}' >"$work/pgbench-lat" && percentiles "$work/pgbench-lat")"
@@ -195,7 +195,7 @@ after:  $after"
     # --- one row of results ----------------------------------------------------
     lg="$work/loadgen.json"
     n=$(json_field "$lg" events)
-    worker_eps=$(json_field "$lg" events_per_s)
+    worker_eps=$(json_field "$lg" events_per_s | awk '{printf "%.0f", $1}')
     printf '%s\n' "$round $worker_eps $(json_field "$lg" p50_ms) $(json_field "$lg" p99_ms) $(json_field "$lg" max_ms) \
 $(json_field "$lg" non_200) $(json_field "$lg" not_applied) $(awk -v k="$rss_kb" 'BEGIN{printf "%.1f", k / 1024}') \
 $(us_per_event $((w1 - w0)) "$n") $(json_field "$lg" loadgen_cpu_us_per_event) $(us_per_event $((pg1 - pg0)) "$n") \
@@ -248,7 +248,7 @@ machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 | CPU µs/event: PostgreSQL | $(col 11) | $(col 19) |
 | CPU µs/event: session-worker / pgbench client | $(col 9) | $(col 18) |
 | CPU µs/event: load generator | $(col 10) | |
-| CPU µs/event: rest of the machine (other jobs) | $(col 12) | $(col 20) |
+| CPU µs/event: not attributed (other jobs on the machine, interrupts) | $(col 12) | $(col 20) |
 
 | signature, 4 KB body (median of 3; CPU time) | µs | vs openssl |
 | --- | --- | --- |
