@@ -4,16 +4,16 @@
 #
 #   scripts/bench-webhook.sh            # build, seed, RUNS rounds, table of medians
 #
-# Settings (environment): EVENTS (40000 per round), CONCURRENCY (16),
-# RUNS (3). Each round copies the seeded database twice (CREATE DATABASE ...
-# TEMPLATE), drives `session-worker serve` with examples/loadgen.rs over
-# CONCURRENCY keep-alive connections, checks the effect in the database,
-# then runs the same SQL through pgbench at the same concurrency against the
-# other copy. Exits non-zero when a check fails.
+# Settings (environment): EVENTS (30000 per round), CONCURRENCY (16),
+# RUNS (3). Each round copies the seeded database three times (CREATE
+# DATABASE ... TEMPLATE); runs the worker's SQL through pgbench on one copy;
+# drives `session-worker serve` with examples/loadgen.rs over CONCURRENCY
+# keep-alive connections on another, and checks the effect in the database;
+# then runs pgbench again on the third. Exits non-zero when a check fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EVENTS=${EVENTS:-40000}
+EVENTS=${EVENTS:-30000}
 CONCURRENCY=${CONCURRENCY:-16}
 RUNS=${RUNS:-3}
 target_dir=${CARGO_TARGET_DIR:-target}
@@ -114,14 +114,52 @@ warm() {
         -c "SELECT count(*) FROM sw_subscriptions" -c "SELECT count(*) FROM sw_customers" >/dev/null
 }
 
+# pgbench on the copy bench_pgbench_$2: writes "$work/pgbench-$1-$2.txt" as
+# "transactions tps failed client_us pg_us unattributed_us" (CPU per event),
+# and its per-transaction log under "$work/pgbench-$1-$2/".
+run_pgbench() {
+    local db="$server/bench_pgbench_$2" out="$work/pgbench-$1-$2" created tps tx failed client_ticks pg0 pg1 m0 m1
+    warm "$db"
+    sql "$db" -c "CHECKPOINT"
+    mkdir -p "$out"
+    created=$(date +%s)
+    pg0=$(pg_ticks)
+    m0=$(machine_ticks)
+    TIMEFORMAT='%U %S'
+    { time "$PG_BINDIR/pgbench" -n -M prepared -c "$CONCURRENCY" -j 2 -t $((EVENTS / CONCURRENCY)) \
+        -D created="$created" -D period_end=$((created + 2592000)) \
+        -f bench/pgbench/subscription.sql@8 -f bench/pgbench/checkout.sql@2 \
+        --log --log-prefix="$out/tx" "$db" >"$out.out" 2>"$out.err"; } 2>"$out.time" ||
+        { cat "$out.err" >&2; fail "pgbench"; }
+    pg1=$(pg_ticks)
+    m1=$(machine_ticks)
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$out.out" | awk '{printf "%.0f", $1}')
+    tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out.out")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out.out")
+    client_ticks=$(awk '{printf "%.0f", ($1 + $2) * 100}' "$out.time")
+    read -r applied recorded <<<"$(sql "$db" -c "SELECT count(*) FILTER (WHERE outcome = 'applied') || ' ' || count(*) FROM sw_events WHERE event_id LIKE 'evt\_1Pgb%'")"
+    [ "$recorded" = "$tx" ] && [ "$applied" = "$tx" ] ||
+        fail "pgbench: $recorded events recorded, $applied applied, of $tx transactions: not the same work"
+    say "   pgbench ($2 the worker): $tx transactions, $tps tps, p50/p99/max $(awk '{print $3}' "$out"/tx* >"$out.lat" && percentiles "$out.lat" | tr ' ' /) ms, all applied"
+    echo "$tx $tps ${failed:-0} $(us_per_event "$client_ticks" "$tx") $(us_per_event $((pg1 - pg0)) "$tx") \
+$(us_per_event $((m1 - m0 - (pg1 - pg0) - client_ticks)) "$tx")" >"$out.txt"
+}
+
 results="$work/results.tsv"
 for round in $(seq 1 "$RUNS"); do
     say "== round $round/$RUNS"
-    sql "$DATABASE_URL" -c "DROP DATABASE IF EXISTS bench_worker" -c "DROP DATABASE IF EXISTS bench_pgbench"
-    sql "$DATABASE_URL" -c "CREATE DATABASE bench_worker TEMPLATE bench_template STRATEGY FILE_COPY" \
-        -c "CREATE DATABASE bench_pgbench TEMPLATE bench_template STRATEGY FILE_COPY"
+    for copy in bench_worker bench_pgbench_before bench_pgbench_after; do
+        sql "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $copy" \
+            -c "CREATE DATABASE $copy TEMPLATE bench_template STRATEGY FILE_COPY"
+    done
 
-    # --- session-worker ------------------------------------------------------
+    # --- pgbench: the same SQL, same concurrency, on a copy of its own -----------
+    # Once before and once after the worker (on a third copy): the limit is
+    # their mean, so that a change in the machine's other load during a round
+    # weighs on both sides alike.
+    run_pgbench "$round" before
+
+    # --- session-worker, on its copy --------------------------------------------
     db="$server/bench_worker"
     before=$(sql "$db" -f bench/fingerprint.sql)
     warm "$db"
@@ -165,32 +203,13 @@ after:  $after"
     [ "$sessions" = 1000000 ] || fail "user_sessions holds $sessions rows"
     say "   check passed: $active active sessions of $users users right, $EVENTS events applied once, the other $(head -1 <<<"$before" | cut -d' ' -f1) sessions unchanged"
 
-    # --- pgbench: the same SQL, same concurrency, the other copy ---------------
-    db="$server/bench_pgbench"
-    warm "$db"
-    sql "$db" -c "CHECKPOINT"
-    mkdir -p "$work/pgbench-$round"
-    created=$(date +%s)
-    pg2=$(pg_ticks)
-    m2=$(machine_ticks)
-    TIMEFORMAT='%U %S'
-    { time "$PG_BINDIR/pgbench" -n -M prepared -c "$CONCURRENCY" -j 2 -t $((EVENTS / CONCURRENCY)) \
-        -D created="$created" -D period_end=$((created + 2592000)) \
-        -f bench/pgbench/subscription.sql@8 -f bench/pgbench/checkout.sql@2 \
-        --log --log-prefix="$work/pgbench-$round/tx" "$db" >"$work/pgbench.out" 2>"$work/pgbench.err"; } 2>"$work/pgbench.time" ||
-        { cat "$work/pgbench.err" >&2; fail "pgbench"; }
-    pg3=$(pg_ticks)
-    m3=$(machine_ticks)
-    pgbench_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$work/pgbench.out" | awk '{printf "%.0f", $1}')
-    pgbench_tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
-    pgbench_failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$work/pgbench.out")
-    read -r pgb_p50 pgb_p99 pgb_max <<<"$(cat "$work/pgbench-$round"/tx* | awk '{print $3}' >"$work/pgbench-lat" && percentiles "$work/pgbench-lat")"
-    pgb_client_ticks=$(awk '{printf "%.0f", ($1 + $2) * 100}' "$work/pgbench.time")
-    pgb_outcomes=$(sql "$db" -c "SELECT count(*) FILTER (WHERE outcome = 'applied') || ' ' || count(*) FROM sw_events WHERE event_id LIKE 'evt\_1Pgb%'")
-    read -r pgb_applied pgb_recorded <<<"$pgb_outcomes"
-    [ "$pgb_recorded" = "$pgbench_tx" ] && [ "$pgb_applied" = "$pgbench_tx" ] ||
-        fail "pgbench: $pgb_recorded events recorded, $pgb_applied applied, of $pgbench_tx transactions: not the same work"
-    say "   pgbench: $pgbench_tx transactions, $pgbench_tps tps, p50/p99/max $pgb_p50/$pgb_p99/$pgb_max ms, all applied"
+    # --- pgbench again, on the third copy -----------------------------------------
+    run_pgbench "$round" after
+    read -r pgb_tx pgb_tps pgb_failed pgb_client_us pgb_pg_us pgb_rest_us <<<"$(awk '
+        { tx += $1; tps += $2; failed += $3; client += $4; pg += $5; rest += $6 }
+        END { printf "%d %.0f %d %.0f %.0f %.0f", tx, tps / NR, failed, client / NR, pg / NR, rest / NR }' \
+        "$work/pgbench-$round-before.txt" "$work/pgbench-$round-after.txt")"
+    read -r pgb_p50 pgb_p99 pgb_max <<<"$(cat "$work/pgbench-$round-"*/tx* | awk '{print $3}' >"$work/pgbench-lat" && percentiles "$work/pgbench-lat")"
 
     # --- one row of results ----------------------------------------------------
     lg="$work/loadgen.json"
@@ -201,9 +220,11 @@ $(json_field "$lg" non_200) $(json_field "$lg" not_applied) $(awk -v k="$rss_kb"
 $(us_per_event $((w1 - w0)) "$n") $(json_field "$lg" loadgen_cpu_us_per_event) $(us_per_event $((pg1 - pg0)) "$n") \
 $(awk -v m="$(json_field "$lg" machine_cpu_us_per_event)" -v l="$(json_field "$lg" loadgen_cpu_us_per_event)" \
     -v w="$(us_per_event $((w1 - w0)) "$n")" -v p="$(us_per_event $((pg1 - pg0)) "$n")" 'BEGIN{printf "%.0f", m - l - w - p}') \
-$pgbench_tps $pgb_p50 $pgb_p99 $pgb_max $pgbench_failed $(us_per_event "$pgb_client_ticks" "$pgbench_tx") \
-$(us_per_event $((pg3 - pg2)) "$pgbench_tx") $(us_per_event $((m3 - m2 - (pg3 - pg2) - pgb_client_ticks)) "$pgbench_tx") \
-$(awk -v a="$worker_eps" -v b="$pgbench_tps" 'BEGIN{printf "%.3f", a / b}')" >>"$results"
+$pgb_tps $pgb_p50 $pgb_p99 $pgb_max $pgb_failed $pgb_client_us $pgb_pg_us $pgb_rest_us \
+$(awk -v a="$worker_eps" -v b="$pgb_tps" 'BEGIN{printf "%.3f", a / b}') \
+$(awk -v w="$(us_per_event $((w1 - w0)) "$n")" -v l="$(json_field "$lg" loadgen_cpu_us_per_event)" \
+    -v p="$(us_per_event $((pg1 - pg0)) "$n")" -v c="$pgb_client_us" -v q="$pgb_pg_us" \
+    'BEGIN{printf "%.3f", (q + c) / (p + w + l)}')" >>"$results"
 done
 
 # --- signature verification -------------------------------------------------
@@ -235,10 +256,11 @@ cat <<TABLE
 
 machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/^Mem:/{print $2}') GiB; $("$PG_BINDIR/postgres" --version)
 
-| | session-worker (HTTP) | pgbench (same SQL) |
+| | session-worker (HTTP) | pgbench (same SQL; mean of the runs before and after the worker's) |
 | --- | --- | --- |
 | events/s | $(col 2) | $(col 13) |
 | ratio worker / pgbench | $(col 21) | 1 |
+| ratio the CPU per event predicts (client + PostgreSQL; nothing else on the machine) | $(col 22) | 1 |
 | p50 latency, ms | $(col 3) | $(col 14) |
 | p99 latency, ms | $(col 4) | $(col 15) |
 | max latency, ms | $(col 5) | $(col 16) |
@@ -247,7 +269,7 @@ machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 | peak RSS of serve (VmHWM), MiB | $(col 8) | |
 | CPU µs/event: PostgreSQL | $(col 11) | $(col 19) |
 | CPU µs/event: session-worker / pgbench client | $(col 9) | $(col 18) |
-| CPU µs/event: load generator | $(col 10) | |
+| CPU µs/event: load generator (measured part) | $(col 10) | |
 | CPU µs/event: not attributed (other jobs on the machine, interrupts) | $(col 12) | $(col 20) |
 
 | signature, 4 KB body (median of 3; CPU time) | µs | vs openssl |
