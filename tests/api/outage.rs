@@ -65,13 +65,34 @@ async fn an_outage_answers_503_quickly_and_the_retry_applies(pool: PgPool) {
 /// Ends every other server process connected to this test's database (a
 /// restart or a failover, as the worker sees it), and waits until they are gone.
 async fn end_other_connections(pool: &PgPool) {
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+    // One connection throughout: the others may be among those ended.
+    let mut own = pool.acquire().await.unwrap();
+    // In the select list, the call runs only for the rows WHERE keeps.
+    let ended: Vec<(i32, bool)> = sqlx::query_as(
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid()",
     )
-    .execute(pool)
+    .fetch_all(&mut *own)
     .await
     .unwrap();
+    let ended: Vec<i32> = ended.into_iter().map(|(pid, _)| pid).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&ended)
+                .fetch_one(&mut *own)
+                .await
+                .unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} server processes still there"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The webhook path reuses a busy connection without a round trip to check
