@@ -72,8 +72,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
     let metrics = stats::install();
     tokio::spawn(stats::upkeep(metrics.clone()));
     let schema = SchemaReady::default();
+    let store = Store::new(pool.clone(), config.webhook.subscribed_statuses.clone());
     let state = AppState {
-        store: Store::new(pool.clone(), config.webhook.subscribed_statuses.clone()),
+        store: store.clone(),
         api: config.stripe_api.clone(),
         verifier: Arc::new(Verifier::new(
             &config.webhook.secrets,
@@ -91,7 +92,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
             .zip(config.stripe_api.clone())
             .map(|(cron, api)| {
                 let settler = Settler::new(
-                    Store::new(pool.clone(), config.webhook.subscribed_statuses.clone()),
+                    store.clone(),
                     Some(api),
                     config.webhook.username_metadata_key.clone().into(),
                 );
@@ -139,6 +140,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         }
         _ => tracing::warn!("migrations still running at shutdown; abandoned"),
     }
+    store.close().await;
     served?;
     pool.close().await;
     tracing::info!("stopped");

@@ -3,7 +3,9 @@
 //! what Stripe's API says now), and bring the user's active sessions in step,
 //! in one round trip and one statement, which PostgreSQL runs atomically.
 
-use super::Store;
+use sqlx::PgConnection;
+
+use super::{Store, connections};
 use crate::event::{Action, Event, SubscriptionUpdate};
 
 /// What became of an event.
@@ -123,24 +125,28 @@ impl Store {
         truth: Option<&SubscriptionUpdate>,
     ) -> Result<Outcome, sqlx::Error> {
         let call = Call::settled(event, truth);
-        let (outcome, username, updated, skipped): (String, Option<String>, i32, i32) =
-            sqlx::query_as(
-                "SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped \
-             FROM sw_apply_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&event.id)
-            .bind(&event.kind)
-            .bind(event.created)
-            .bind(call.action)
-            .bind(call.key)
-            .bind(call.customer)
-            .bind(call.username)
-            .bind(call.status)
-            .bind(call.period_end)
-            .bind(call.authoritative)
-            .bind(&self.subscribed_statuses)
-            .fetch_one(&self.pool)
-            .await?;
+        let mut lease = self.connections.acquire().await?;
+        let answer = match self.call(lease.connection(), event, &call).await {
+            Ok(answer) => {
+                lease.release();
+                answer
+            }
+            // A connection reused without a check that turns out gone was
+            // most likely ended by the server since its last use (a restart,
+            // a failover). Once more on a new connection: safe, because the
+            // same statement records the event id, so a first try that did
+            // commit makes this one a duplicate.
+            Err(error) if lease.unchecked() && connections::connection_lost(&error) => {
+                drop(lease);
+                let mut lease = self.connections.open().await?;
+                let answer = self.call(lease.connection(), event, &call).await?;
+                lease.release();
+                answer
+            }
+            // The lease, dropped, closes its connection.
+            Err(error) => return Err(error),
+        };
+        let (outcome, username, updated, skipped) = answer;
 
         if skipped > 0 {
             tracing::warn!(
@@ -199,6 +205,37 @@ impl Store {
             seen,
             state_created,
         })
+    }
+}
+
+/// What `sw_apply_event` answers: outcome, username, sessions updated and
+/// skipped.
+type Answer = (String, Option<String>, i32, i32);
+
+impl Store {
+    async fn call(
+        &self,
+        connection: &mut PgConnection,
+        event: &Event,
+        call: &Call<'_>,
+    ) -> Result<Answer, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped \
+             FROM sw_apply_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&event.id)
+        .bind(&event.kind)
+        .bind(event.created)
+        .bind(call.action)
+        .bind(call.key.as_deref())
+        .bind(call.customer)
+        .bind(call.username)
+        .bind(call.status)
+        .bind(call.period_end)
+        .bind(call.authoritative)
+        .bind(&*self.subscribed_statuses)
+        .fetch_one(connection)
+        .await
     }
 }
 

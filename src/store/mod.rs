@@ -1,16 +1,19 @@
 //! All SQL lives under this module.
 
 mod apply;
+mod connections;
 mod purge;
 mod reconcile;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
+use connections::Connections;
 
 pub use apply::{Outcome, Recorded};
 pub use purge::{DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress};
@@ -53,17 +56,32 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// The store of subscription state, and the sessions it keeps in step.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Readiness and migrations.
     pool: PgPool,
+    /// The webhook path: as many connections as the pool may open, to the
+    /// same server with the same settings (connections.rs says why apart).
+    connections: Arc<Connections>,
     /// Statuses that count as subscribed (`SUBSCRIBED_STATUSES`).
-    subscribed_statuses: Vec<String>,
+    subscribed_statuses: Arc<[String]>,
 }
 
 impl Store {
     pub fn new(pool: PgPool, subscribed_statuses: Vec<String>) -> Self {
+        let connections = Connections::new(
+            (*pool.connect_options()).clone(),
+            pool.options().get_max_connections(),
+        );
         Self {
             pool,
-            subscribed_statuses,
+            connections: Arc::new(connections),
+            subscribed_statuses: subscribed_statuses.into(),
         }
+    }
+
+    /// Closes the webhook path's idle connections and refuses new work; the
+    /// pool is closed by its owner.
+    pub async fn close(&self) {
+        self.connections.close().await;
     }
 
     pub fn pool(&self) -> &PgPool {
