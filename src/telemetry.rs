@@ -24,6 +24,8 @@ pub fn init(format: LogFormat) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            // The request span once, not again as a list of one.
+            .with_span_list(false)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
