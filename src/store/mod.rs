@@ -4,6 +4,7 @@ mod apply;
 mod connections;
 mod purge;
 mod reconcile;
+mod run_lock;
 
 use std::str::FromStr;
 use std::sync::Arc;

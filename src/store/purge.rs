@@ -2,8 +2,9 @@
 //! and one batch of deletions.
 
 use chrono::NaiveDateTime;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
+
+use super::run_lock::RunLock;
 
 /// The purge's key for the one-`bigint` form of PostgreSQL's advisory locks
 /// ("SWPURGE" in ASCII). The webhook's locks use the two-`int4` form, whose
@@ -79,44 +80,22 @@ impl PurgeProgress {
     }
 }
 
-/// The connection a purge runs on, holding the purge lock.
-///
-/// The lock is session-level: it must not go back to the pool with the
-/// connection, or a later user of that connection would hold it unknowingly
-/// and every other instance would skip its purges. So the connection goes
-/// back only after [`PurgeConnection::unlock`] succeeds; dropped any other
-/// way (an error, a cancelled future), the connection is closed, and closing
-/// it releases the lock, as a crashed instance's does.
+/// The connection a purge runs on, holding the purge lock ([`RunLock`]).
 #[derive(Debug)]
-pub struct PurgeConnection {
-    conn: PoolConnection<Postgres>,
-    /// True until the lock is known to be released (or never taken).
-    locked: bool,
-}
+pub struct PurgeConnection(RunLock);
 
 impl PurgeConnection {
     /// The lock on a connection of its own, or `None` when another instance
     /// holds it. Never waits for it.
     pub async fn try_lock(pool: &PgPool) -> Result<Option<Self>, sqlx::Error> {
-        // Counted as locked until the answer says otherwise: an error or a
-        // cancellation mid-query leaves the lock's state unknown.
-        let mut this = Self {
-            conn: pool.acquire().await?,
-            locked: true,
-        };
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(PURGE_LOCK_KEY)
-            .fetch_one(&mut *this.conn)
-            .await?;
-        this.locked = locked;
-        Ok(locked.then_some(this))
+        Ok(RunLock::try_lock(pool, PURGE_LOCK_KEY).await?.map(Self))
     }
 
     /// The database's clock, in UTC as `user_sessions` holds its timestamps,
     /// whatever the server's or the connection's `TimeZone`.
     pub async fn now_utc(&mut self) -> Result<NaiveDateTime, sqlx::Error> {
         sqlx::query_scalar("SELECT now() AT TIME ZONE 'UTC'")
-            .fetch_one(&mut *self.conn)
+            .fetch_one(self.0.connection())
             .await
     }
 
@@ -136,33 +115,16 @@ impl PurgeConnection {
             .bind(progress.expired_from)
             .bind(progress.deactivated_from)
             .bind(i64::from(limit))
-            .fetch_one(&mut *self.conn)
+            .fetch_one(self.0.connection())
             .await?;
         progress.expired_from = expired_to.or(progress.expired_from);
         progress.deactivated_from = deactivated_to.or(progress.deactivated_from);
         Ok(deleted as u64)
     }
 
-    /// Releases the lock, and the connection goes back to the pool. On an
-    /// error the connection is closed instead, which releases the lock too.
-    pub async fn unlock(mut self) -> Result<(), sqlx::Error> {
-        let released: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-            .bind(PURGE_LOCK_KEY)
-            .fetch_one(&mut *self.conn)
-            .await?;
-        if released {
-            self.locked = false;
-        } else {
-            tracing::warn!("the purge lock was not held at unlock; closing its connection");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PurgeConnection {
-    fn drop(&mut self) {
-        if self.locked {
-            self.conn.close_on_drop();
-        }
+    /// Releases the lock, and the connection goes back to the pool (see
+    /// [`RunLock::unlock`]).
+    pub async fn unlock(self) -> Result<(), sqlx::Error> {
+        self.0.unlock().await
     }
 }
