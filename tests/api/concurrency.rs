@@ -1,7 +1,6 @@
 //! Concurrent duplicate deliveries, to one instance and to several.
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::helpers::*;
 
@@ -32,11 +31,7 @@ async fn twenty_concurrent_deliveries_of_one_event_apply_once(pool: PgPool) {
     add_session(&pool, "s", "pam", Some(r#"{"n": 1}"#), 60, true).await;
     count_updates(&pool).await;
     // Two instances: separate pools, as separate processes would have.
-    let other = PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with((*pool.connect_options()).clone())
-        .await
-        .unwrap();
+    let other = another_instance(&pool).await;
     let instances = [app(pool.clone()), app(other)];
     let event = checkout("evt_same", now(), "pam", "cus_p", Some("sub_p"));
 
@@ -63,11 +58,7 @@ async fn twenty_concurrent_deliveries_of_one_event_apply_once(pool: PgPool) {
 #[sqlx::test]
 async fn racing_events_of_one_user_settle_on_the_newest_state(pool: PgPool) {
     add_session(&pool, "s", "quin", Some("{}"), 60, true).await;
-    let other = PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with((*pool.connect_options()).clone())
-        .await
-        .unwrap();
+    let other = another_instance(&pool).await;
     let instances = [app(pool.clone()), app(other)];
     let t = now() - 1000;
     let statuses = [

@@ -210,3 +210,36 @@ pub async fn user_status(pool: &PgPool, username: &str) -> Option<(bool, Option<
         .await
         .unwrap()
 }
+
+/// A pool on `pool`'s database whose connections use the time zone `zone`
+/// (sqlx itself asks for UTC when it connects; a web app's driver may not).
+pub async fn pool_in_zone(pool: &PgPool, zone: &'static str) -> PgPool {
+    let zoned = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SET TIME ZONE '{zone}'")))
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+        })
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let shown: String = sqlx::query_scalar("SHOW TimeZone")
+        .fetch_one(&zoned)
+        .await
+        .unwrap();
+    assert_eq!(shown, zone);
+    zoned
+}
+
+/// A second pool on `pool`'s database, as another instance would have.
+pub async fn another_instance(pool: &PgPool) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap()
+}

@@ -11,7 +11,6 @@ use session_worker::store::{
     self, DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress,
 };
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
 
@@ -215,24 +214,7 @@ async fn a_session_expiring_exactly_at_the_cutoff_goes(pool: PgPool) {
 #[sqlx::test]
 async fn expiry_is_judged_in_utc_whatever_the_time_zone(pool: PgPool) {
     for zone in ["Pacific/Kiritimati", "America/Anchorage"] {
-        let zoned = PgPoolOptions::new()
-            .max_connections(2)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    sqlx::query(AssertSqlSafe(format!("SET TIME ZONE '{zone}'")))
-                        .execute(conn)
-                        .await
-                        .map(drop)
-                })
-            })
-            .connect_with((*pool.connect_options()).clone())
-            .await
-            .unwrap();
-        let shown: String = sqlx::query_scalar("SHOW TimeZone")
-            .fetch_one(&zoned)
-            .await
-            .unwrap();
-        assert_eq!(shown, zone);
+        let zoned = pool_in_zone(&pool, zone).await;
         // UTC+14 would take the next hour for the past, UTC-9 the last hour
         // for the future.
         add_session(&pool, "ended-an-hour-ago", "eve", None, -60, true).await;

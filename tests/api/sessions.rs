@@ -1,7 +1,6 @@
 //! What an applied event does to `user_sessions` and the web app's view.
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 
 use crate::helpers::*;
 
@@ -113,25 +112,7 @@ async fn sessions_that_are_not_json_objects_are_left_alone(pool: PgPool) {
 #[sqlx::test]
 async fn active_means_not_expired_in_utc_whatever_the_time_zone(pool: PgPool) {
     for zone in ["Pacific/Kiritimati", "America/Anchorage", "Asia/Kolkata"] {
-        // sqlx asks for UTC when it connects; the web app's driver may not.
-        let zoned = PgPoolOptions::new()
-            .max_connections(2)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("SET TIME ZONE '{zone}'")))
-                        .execute(conn)
-                        .await
-                        .map(drop)
-                })
-            })
-            .connect_with((*pool.connect_options()).clone())
-            .await
-            .unwrap();
-        let shown: String = sqlx::query_scalar("SHOW TimeZone")
-            .fetch_one(&zoned)
-            .await
-            .unwrap();
-        assert_eq!(shown, zone);
+        let zoned = pool_in_zone(&pool, zone).await;
 
         let user = format!("user-{zone}");
         add_session(
