@@ -17,6 +17,8 @@ pub struct Server {
     child: tokio::process::Child,
     pub base: String,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Reads stdout into `logs` until the process closes it.
+    reader: Option<tokio::task::JoinHandle<()>>,
     http: reqwest::Client,
 }
 
@@ -39,21 +41,6 @@ pub fn bare_command() -> std::process::Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     command
-}
-
-/// Waits for `/healthz` at `base` to answer 200.
-pub async fn wait_until_healthy(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if reqwest::get(format!("{base}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
 }
 
 pub fn free_port() -> u16 {
@@ -85,7 +72,7 @@ impl Server {
             .unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        tokio::spawn({
+        let reader = tokio::spawn({
             let logs = logs.clone();
             async move {
                 while let Ok(Some(line)) = lines.next_line().await {
@@ -97,6 +84,7 @@ impl Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
             logs,
+            reader: Some(reader),
             http: reqwest::Client::new(),
         }
     }
@@ -151,11 +139,16 @@ impl Server {
         );
     }
 
+    /// Waits for the exit, and for every line it wrote to be in `logs`.
     pub async fn wait(&mut self) -> ExitStatus {
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("exits within 30 s")
-            .unwrap()
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.await;
+        }
+        status
     }
 
     pub fn logs(&self) -> Vec<String> {

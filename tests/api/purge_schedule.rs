@@ -9,7 +9,7 @@ use session_worker::store::PurgeConnection;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::binary::{BIN, bare_command, database_url, free_port, wait_until_healthy};
+use crate::binary::{BIN, Server, bare_command, database_url};
 use crate::helpers::*;
 use crate::purge::*;
 
@@ -104,45 +104,20 @@ async fn shutdown_stops_a_round_between_batches_and_waits_for_it(pool: PgPool) {
 async fn serve_purges_on_its_schedule(pool: PgPool) {
     add_sessions(&pool, "gone", 3, -60, true).await;
     add_session(&pool, "kept", "ivy", None, 60, true).await;
-    let port = free_port();
-    let mut server = tokio::process::Command::new(BIN)
-        .arg("serve")
-        .env_clear()
-        .env("DATABASE_URL", database_url(&pool, None))
-        .env("STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .env("PURGE_SCHEDULE", EVERY_SECOND)
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        // A failed assertion must not leave the server running.
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_until_healthy(&format!("http://127.0.0.1:{port}")).await;
+    let mut server = Server::start(
+        &database_url(&pool, None),
+        &[("PURGE_SCHEDULE", EVERY_SECOND)],
+    );
+    server.wait_until("/healthz", 200).await;
 
     wait_until("the schedule has purged", async || {
         session_ids(&pool).await == ["kept"]
     })
     .await;
-    let pid = server.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(20), server.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    server.terminate();
+    assert_eq!(server.wait().await.code(), Some(0));
 
-    let mut stdout = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut server.stdout.take().unwrap(), &mut stdout)
-        .await
-        .unwrap();
+    let stdout = server.logs().join("\n");
     let runs: Vec<Value> = stdout
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
