@@ -5,6 +5,7 @@
 //! `settle` (Stripe's API through `stripe_api`, when needed) -> `store` ->
 //! answer. `reconcile` feeds events listed from the API into `settle` too.
 
+pub mod cli;
 pub mod config;
 pub mod event;
 pub mod http;
