@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod event;
 pub mod http;
 pub mod purge;
