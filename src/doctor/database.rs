@@ -125,7 +125,7 @@ async fn columns(store: &Store) -> Result<Check, sqlx::Error> {
         Check::fail(
             SUBJECT,
             format!(
-                "{}: the worker needs the web app's table as the contract describes it (README, \"What your web app reads\"); ALTER TABLE it to match",
+                "{}: the worker needs the web app's table as the contract describes it (docs/rules.md); ALTER TABLE it to match",
                 problems.join("; ")
             ),
         )
