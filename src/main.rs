@@ -12,7 +12,7 @@ use session_worker::config::Env;
 /// PORT, HOST, WEBHOOK_TOLERANCE_SECS, SUBSCRIBED_STATUSES,
 /// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, STRIPE_SECRET_KEY,
 /// STRIPE_API_BASE, RECONCILE_SCHEDULE, LOG_FORMAT,
-/// RUST_LOG (see README.md).
+/// RUST_LOG (see docs/settings.md).
 #[derive(Parser)]
 #[command(name = "session-worker", version, about)]
 struct Cli {

@@ -9,6 +9,7 @@ mod alerts;
 mod binary;
 mod cable;
 mod concurrency;
+mod docs;
 mod doctor;
 mod events;
 mod fake_stripe;
