@@ -243,3 +243,42 @@ pub async fn another_instance(pool: &PgPool) -> PgPool {
         .await
         .unwrap()
 }
+
+/// Connections of `pool`'s database holding the advisory lock `key` (the
+/// one-`bigint` form). Tests run in parallel, each in its own database of one
+/// cluster: `pg_locks` shows every database's locks, so this one's only.
+pub async fn advisory_lock_holders(pool: &PgPool, key: i64) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND ((classid::bigint << 32) | objid::bigint) = $1",
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Runs `attempt` until one run of it takes less than `limit`, and returns
+/// that run's result.
+///
+/// For a test whose path depends on time passing, such as a connection
+/// reused within a second going unchecked: on a loaded machine a run can
+/// take longer and silently test another path, so such a run does not
+/// count. Each run must be able to follow the one before.
+pub async fn run_within<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut attempt: impl AsyncFnMut() -> T,
+) -> T {
+    const TRIES: usize = 20;
+    for _ in 0..TRIES {
+        let started = std::time::Instant::now();
+        let result = attempt().await;
+        if started.elapsed() < limit {
+            return result;
+        }
+    }
+    panic!("no run of {what} took less than {limit:?} in {TRIES} tries");
+}
