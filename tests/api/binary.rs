@@ -1,13 +1,15 @@
-//! The real `session-worker serve`, started as a process on a free port.
+//! The real `session-worker serve`, started as a process on a port of its
+//! own choosing (`PORT=0`), which it reports in its "listening" log line.
 
-use std::process::{ExitStatus, Stdio};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use session_worker::signature::sign;
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::{SECRET, now};
 
@@ -15,10 +17,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_session-worker");
 
 pub struct Server {
     child: tokio::process::Child,
+    /// Where it listens, as its "listening" line said.
+    pub address: SocketAddr,
     pub base: String,
     logs: Arc<Mutex<Vec<String>>>,
-    /// Reads stdout into `logs` until the process closes it.
-    reader: Option<tokio::task::JoinHandle<()>>,
+    /// Says when every line of stdout is in `logs` (the process closed it).
+    reader: Option<tokio::sync::oneshot::Receiver<()>>,
     http: reqwest::Client,
 }
 
@@ -43,46 +47,59 @@ pub fn bare_command() -> std::process::Command {
     command
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Server {
     /// Starts `serve` with JSON logs and the test secret; `extra` adds or
-    /// overrides settings.
+    /// overrides settings. Returns once it listens.
+    ///
+    /// It binds port 0 and says which port it got: a port found free here and
+    /// bound later by the process could be taken meanwhile by a parallel test.
     pub fn start(database_url: &str, extra: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let mut child = tokio::process::Command::new(BIN)
+        // Read by a thread, not by a task: this waits for the address
+        // without yielding to the runtime, which could not run a task meanwhile.
+        let (stdout, stdout_writer) = std::io::pipe().unwrap();
+        let child = tokio::process::Command::new(BIN)
             .arg("serve")
             .env_clear()
             .env("DATABASE_URL", database_url)
             .env("STRIPE_WEBHOOK_SECRET", SECRET)
             .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .env("LOG_FORMAT", "json")
             .env("PURGE_SCHEDULE", "off")
             .envs(extra.iter().copied())
-            .stdout(Stdio::piped())
+            .stdout(stdout_writer)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let reader = tokio::spawn({
+        let (listening, address) = std::sync::mpsc::channel();
+        let (closed, reader) = tokio::sync::oneshot::channel();
+        std::thread::spawn({
             let logs = logs.clone();
-            async move {
-                while let Ok(Some(line)) = lines.next_line().await {
+            move || {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let address = listening_address(&line);
                     logs.lock().unwrap().push(line);
+                    if let Some(address) = address {
+                        let _ = listening.send(address);
+                    }
                 }
+                let _ = closed.send(());
             }
         });
+        let address = address
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|error| {
+                panic!(
+                    "serve never said where it listens ({error}); logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                )
+            });
         Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            address,
+            base: format!("http://{address}"),
             logs,
             reader: Some(reader),
             http: reqwest::Client::new(),
@@ -146,7 +163,7 @@ impl Server {
             .expect("exits within 30 s")
             .unwrap();
         if let Some(reader) = self.reader.take() {
-            let _ = reader.await;
+            let _ = tokio::time::timeout(Duration::from_secs(30), reader).await;
         }
         status
     }
@@ -154,4 +171,32 @@ impl Server {
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }
+}
+
+/// The address in serve's "listening" line, JSON (`LOG_FORMAT=json`) or text.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        return (json["message"] == "listening")
+            .then(|| json["address"].as_str()?.parse().ok())
+            .flatten();
+    }
+    // Text: `... listening address=127.0.0.1:8080`, perhaps with colours.
+    let plain: String = {
+        let mut plain = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                chars.by_ref().find(|c| c.is_ascii_alphabetic());
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+    };
+    if !plain.contains("listening") {
+        return None;
+    }
+    plain
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address=")?.parse().ok())
 }

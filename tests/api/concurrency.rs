@@ -38,7 +38,7 @@ async fn twenty_concurrent_deliveries_of_one_event_apply_once(pool: PgPool) {
     let deliveries = (0..20).map(|i| {
         let app = instances[i % 2].clone();
         let event = event.clone();
-        tokio::spawn(async move { outcome(&app, &event).await })
+        tokio::spawn(async move { outcome_as_stripe_retries(&app, &event).await })
     });
     let mut outcomes: Vec<String> = Vec::new();
     for delivery in deliveries {
@@ -84,7 +84,7 @@ async fn racing_events_of_one_user_settle_on_the_newest_state(pool: PgPool) {
         .enumerate()
         .map(|(i, event)| {
             let app = instances[i % 2].clone();
-            tokio::spawn(async move { outcome(&app, &event).await })
+            tokio::spawn(async move { outcome_as_stripe_retries(&app, &event).await })
         })
         .collect();
     for handle in handles {

@@ -14,6 +14,7 @@ mod doctor;
 mod events;
 mod fake_stripe;
 mod helpers;
+mod isolation;
 mod migrations;
 mod operations;
 mod operator;

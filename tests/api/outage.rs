@@ -3,11 +3,19 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::cable::{Cable, server_of};
 use crate::helpers::*;
 
+/// How long a connection may sit idle and still be reused unchecked
+/// (`CHECK_AFTER_IDLE` in src/store/connections.rs).
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The database goes away under a live connection: the webhook answers 503
+/// within 5 s and records nothing, whichever way the connection is found
+/// dead; the retry after the outage applies once.
 #[sqlx::test]
 async fn an_outage_answers_503_quickly_and_the_retry_applies(pool: PgPool) {
     add_session(&pool, "s", "rita", Some("{}"), 60, true).await;
@@ -16,14 +24,6 @@ async fn an_outage_answers_503_quickly_and_the_retry_applies(pool: PgPool) {
     let through_cable =
         session_worker::store::pool_with(direct.host("127.0.0.1").port(cable.address.port()), 4);
     let app = app(through_cable);
-
-    // Warm the pool so the outage hits live connections too.
-    assert_eq!(
-        outcome(&app, &checkout("evt_warm", now(), "someone", "cus_w", None)).await,
-        "applied"
-    );
-
-    cable.cut().await;
     let event = subscription(
         "evt_outage",
         "updated",
@@ -33,10 +33,51 @@ async fn an_outage_answers_503_quickly_and_the_retry_applies(pool: PgPool) {
         "active",
         Some("rita"),
     );
+    let mut warm_ups = 0;
+    let mut warm = async || {
+        warm_ups += 1;
+        let warm_up = checkout(
+            &format!("evt_warm_{warm_ups}"),
+            now(),
+            "someone",
+            "cus_w",
+            None,
+        );
+        assert_eq!(outcome(&app, &warm_up).await, "applied");
+    };
+
+    // Used within the second: reused unchecked, its statement fails, and the
+    // one more try on a new connection is refused. A run slower than that
+    // (a loaded machine) would check the connection first: not counted.
+    run_within(CHECK_AFTER_IDLE, "warm, cut, deliver", async || {
+        cable.restore().await;
+        warm().await;
+        cable.cut().await;
+        expect_503_and_nothing_recorded(&pool, &app, &event).await;
+    })
+    .await;
+
+    // Idle for longer: the check before use finds it dead.
+    cable.restore().await;
+    warm().await;
+    tokio::time::sleep(CHECK_AFTER_IDLE + Duration::from_millis(100)).await;
+    cable.cut().await;
+    expect_503_and_nothing_recorded(&pool, &app, &event).await;
+
+    cable.restore().await;
+    // Stripe's retry: the same event, signed again.
+    assert_eq!(outcome(&app, &event).await, "applied");
+    assert_eq!(session(&pool, "s").await["subscribed"], true);
+    assert_eq!(outcome(&app, &event).await, "duplicate");
+}
+
+async fn expect_503_and_nothing_recorded(pool: &PgPool, app: &axum::Router, event: &Value) {
     let started = Instant::now();
-    let (status, body) = deliver(&app, &event).await;
+    let (status, body) = deliver(app, event).await;
     let waited = started.elapsed();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // The contract's bound: every wait on the way is capped below it
+    // (ACQUIRE_TIMEOUT), and a refusal takes milliseconds.
     assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
     assert!(
         body["error"]
@@ -44,22 +85,16 @@ async fn an_outage_answers_503_quickly_and_the_retry_applies(pool: PgPool) {
             .unwrap()
             .contains("database unavailable")
     );
-    let recorded: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sw_events WHERE event_id = 'evt_outage'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM sw_events WHERE event_id = $1")
+        .bind(event["id"].as_str().unwrap())
+        .fetch_one(pool)
+        .await
+        .unwrap();
     assert_eq!(
         recorded, 0,
         "nothing is recorded while the database is away"
     );
-    assert_eq!(raw_session(&pool, "s").await.as_deref(), Some("{}"));
-
-    cable.restore().await;
-    // Stripe's retry: the same event, signed again.
-    assert_eq!(outcome(&app, &event).await, "applied");
-    assert_eq!(session(&pool, "s").await["subscribed"], true);
-    assert_eq!(outcome(&app, &event).await, "duplicate");
+    assert_eq!(raw_session(pool, "s").await.as_deref(), Some("{}"));
 }
 
 /// Ends every other server process connected to this test's database (a
@@ -106,18 +141,26 @@ async fn connections_the_server_ended_are_replaced(pool: PgPool) {
     let update = |id: &str, status: &str| {
         subscription(id, "updated", now(), "sub_k", "cus_k", status, Some("kim"))
     };
-    assert_eq!(outcome(&app, &update("evt_1", "active")).await, "applied");
-
     // Ended right after its last use: no check, the error, a new connection.
-    end_other_connections(&pool).await;
-    let event = update("evt_2", "past_due");
-    assert_eq!(outcome(&app, &event).await, "applied");
+    // A run slower than the check interval (a loaded machine) would take the
+    // other path (below): not counted.
+    let mut runs = 0;
+    let event = run_within(CHECK_AFTER_IDLE, "use, end, use", async || {
+        runs += 1;
+        let used = update(&format!("evt_1_{runs}"), "active");
+        assert_eq!(outcome(&app, &used).await, "applied");
+        end_other_connections(&pool).await;
+        let event = update(&format!("evt_2_{runs}"), "past_due");
+        assert_eq!(outcome(&app, &event).await, "applied");
+        event
+    })
+    .await;
     assert_eq!(session(&pool, "s").await["subscription_status"], "past_due");
     assert_eq!(outcome(&app, &event).await, "duplicate");
 
     // Ended while idle for longer: the check finds it out before use.
     end_other_connections(&pool).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(CHECK_AFTER_IDLE + Duration::from_millis(100)).await;
     assert_eq!(outcome(&app, &update("evt_3", "active")).await, "applied");
     assert_eq!(session(&pool, "s").await["subscription_status"], "active");
 }
