@@ -53,9 +53,16 @@ async fn triggered_events_are_applied_by_the_real_server(pool: PgPool) {
 }
 
 #[tokio::test]
-async fn an_unreachable_url_exits_1() {
-    let port = crate::binary::free_port();
-    let url = format!("http://127.0.0.1:{port}/webhooks/stripe");
+async fn a_connection_closed_without_an_answer_exits_1() {
+    // A listener of our own that hangs up on every connection: no port is
+    // freed for another test's server to take meanwhile.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks/stripe", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
     let run = run(
         &["trigger", "invoice.paid", "--url", &url, "--secret", SECRET],
         &[],
