@@ -44,6 +44,12 @@ impl Env {
         )
     }
 
+    /// A set, non-blank value, for the checks of `doctor`, which reports a
+    /// bad setting instead of stopping on it.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.get(name)
+    }
+
     /// A set, non-blank value.
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())

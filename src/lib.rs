@@ -5,11 +5,18 @@
 //! `settle` (Stripe's API through `stripe_api`, when needed) -> `store` ->
 //! answer. `reconcile` feeds events listed from the API into `settle` too.
 
+// serde_json's json! recurses once per key: sample_event's complete Stripe
+// objects need more than the default 128.
+#![recursion_limit = "256"]
+
+pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod event;
 pub mod http;
 pub mod purge;
 pub mod reconcile;
+pub mod sample_event;
 pub mod schedule;
 pub mod serve;
 pub mod settle;

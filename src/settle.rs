@@ -99,17 +99,36 @@ impl Settler {
     /// they still fail, nothing is recorded and the error says so (the
     /// webhook answers 503 and Stripe delivers again).
     pub async fn apply(&self, event: &Event, retry: &Retry) -> Result<Outcome, SettleError> {
-        let truth = match (&self.api, candidate(event)) {
-            (Some(api), Some(subscription)) => {
-                let recorded = self.store.recorded(&event.id, subscription).await?;
-                match decide(event, &recorded) {
-                    Settlement::Payload => None,
-                    Settlement::Fetch(id) => self.fetch(api, event, &id, retry).await?,
-                }
-            }
-            _ => None,
-        };
+        let truth = self.truth(event, retry, false).await?;
         Ok(self.store.apply(event, truth.as_ref()).await?)
+    }
+
+    /// [`Settler::apply`] for an event recorded before (`replay`): settled
+    /// as if it were new, then applied again under the ordering rules.
+    pub async fn apply_again(&self, event: &Event, retry: &Retry) -> Result<Outcome, SettleError> {
+        let truth = self.truth(event, retry, true).await?;
+        Ok(self.store.apply_again(event, truth.as_ref()).await?)
+    }
+
+    /// What the API says of the event's subscription, when [`decide`] asks
+    /// for it; `again` ignores that the event was recorded.
+    async fn truth(
+        &self,
+        event: &Event,
+        retry: &Retry,
+        again: bool,
+    ) -> Result<Option<SubscriptionUpdate>, SettleError> {
+        let (Some(api), Some(subscription)) = (&self.api, candidate(event)) else {
+            return Ok(None);
+        };
+        let mut recorded = self.store.recorded(&event.id, subscription).await?;
+        if again {
+            recorded.seen = false;
+        }
+        match decide(event, &recorded) {
+            Settlement::Payload => Ok(None),
+            Settlement::Fetch(id) => self.fetch(api, event, &id, retry).await,
+        }
     }
 
     /// The subscription as the API has it now; `None` when the API does not

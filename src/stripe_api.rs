@@ -27,6 +27,9 @@ use stripe_client_core::{RequestBuilder, StripeClient, StripeMethod};
 use crate::config::{ConfigError, StripeApiConfig};
 use crate::stats;
 
+mod operator;
+pub use operator::KeyProbe;
+
 /// Stripe's largest page.
 const PAGE_SIZE: u8 = 100;
 

@@ -45,7 +45,7 @@ const CHECKOUT_STATUS: &str = "active";
 
 /// The arguments of `sw_apply_event` for one event.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Call<'a> {
+pub(super) struct Call<'a> {
     action: &'static str,
     key: Option<String>,
     customer: Option<&'a str>,
@@ -60,7 +60,7 @@ struct Call<'a> {
 impl<'a> Call<'a> {
     /// The call for `event`, with `truth`, the subscription as the API has
     /// it now, in place of what the payload says.
-    fn settled(event: &'a Event, truth: Option<&'a SubscriptionUpdate>) -> Self {
+    pub(super) fn settled(event: &'a Event, truth: Option<&'a SubscriptionUpdate>) -> Self {
         let call = Self::of(event);
         match truth {
             None => call,
@@ -156,22 +156,31 @@ impl Store {
                 "sessions left untouched: session_data is not a JSON object"
             );
         }
-        Ok(match outcome.as_str() {
-            "applied" => Outcome::Applied {
-                sessions_updated: updated as u64,
-                sessions_skipped: skipped as u64,
-            },
-            "stale" => Outcome::Stale,
-            "duplicate" => Outcome::Duplicate,
-            "unknown_user" => Outcome::UnknownUser,
-            "ignored" => Outcome::Ignored,
-            other => {
-                return Err(sqlx::Error::Protocol(format!(
-                    "sw_apply_event answered {other:?}"
-                )));
-            }
-        })
+        outcome_of(&outcome, updated, skipped)
     }
+}
+
+/// `sw_apply_event`'s outcome as ours.
+pub(super) fn outcome_of(
+    outcome: &str,
+    updated: i32,
+    skipped: i32,
+) -> Result<Outcome, sqlx::Error> {
+    Ok(match outcome {
+        "applied" => Outcome::Applied {
+            sessions_updated: updated as u64,
+            sessions_skipped: skipped as u64,
+        },
+        "stale" => Outcome::Stale,
+        "duplicate" => Outcome::Duplicate,
+        "unknown_user" => Outcome::UnknownUser,
+        "ignored" => Outcome::Ignored,
+        other => {
+            return Err(sqlx::Error::Protocol(format!(
+                "sw_apply_event answered {other:?}"
+            )));
+        }
+    })
 }
 
 /// What the store already holds about an event, read before applying it.
@@ -210,10 +219,10 @@ impl Store {
 
 /// What `sw_apply_event` answers: outcome, username, sessions updated and
 /// skipped.
-type Answer = (String, Option<String>, i32, i32);
+pub(super) type Answer = (String, Option<String>, i32, i32);
 
 impl Store {
-    async fn call(
+    pub(super) async fn call(
         &self,
         connection: &mut PgConnection,
         event: &Event,

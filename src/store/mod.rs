@@ -2,8 +2,11 @@
 
 mod apply;
 mod connections;
+mod doctor;
+mod events;
 mod purge;
 mod reconcile;
+mod replay;
 mod run_lock;
 
 use std::str::FromStr;
@@ -17,6 +20,10 @@ use crate::config::DatabaseConfig;
 use connections::Connections;
 
 pub use apply::{Outcome, Recorded};
+pub use doctor::{
+    IndexState, MigrationState, REQUIRED_INDEXES, RequiredIndex, SessionColumn, TimeZones,
+};
+pub use events::{EventFilter, RecordedEvent};
 pub use purge::{DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress};
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
 

@@ -1,7 +1,7 @@
-//! A local fake of the two Stripe API endpoints the worker reads, with
+//! A local fake of the Stripe API endpoints the worker reads, with
 //! Stripe's documented shapes: `GET /v1/events` (filters `types[]`,
 //! `created[gte]`, pagination with `limit` and `starting_after`, newest
-//! first) and `GET /v1/subscriptions/{id}`. It checks the key, counts every
+//! first), `GET /v1/events/{id}` and `GET /v1/subscriptions/{id}`. It checks the key, counts every
 //! request, and can answer 429 (with `Retry-After`), 500, or slowly.
 
 use std::collections::{HashMap, VecDeque};
@@ -61,6 +61,7 @@ impl FakeStripe {
         let data = Arc::new(Mutex::new(Data::default()));
         let app = Router::new()
             .route("/v1/events", get(list_events))
+            .route("/v1/events/{id}", get(retrieve_event))
             .route("/v1/subscriptions/{id}", get(retrieve_subscription))
             .with_state(data.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -264,6 +265,27 @@ async fn list_events(
         "data": page,
     }))
     .into_response()
+}
+
+async fn retrieve_event(
+    State(data): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(response) = intake(&data, &headers, format!("/v1/events/{id}"), String::new()).await
+    {
+        return response;
+    }
+    let data = data.lock().unwrap();
+    match data.events.iter().find(|event| event["id"] == id.as_str()) {
+        Some(event) => axum::Json(event.clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("resource_missing"),
+            &format!("No such event: '{id}'"),
+        ),
+    }
 }
 
 async fn retrieve_subscription(

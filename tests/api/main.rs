@@ -5,14 +5,19 @@
 // serde_json's json! recurses once per key: a complete Stripe object needs more.
 #![recursion_limit = "256"]
 
+mod alerts;
 mod binary;
 mod cable;
 mod concurrency;
+mod docs;
+mod doctor;
+mod events;
 mod fake_stripe;
 mod helpers;
 mod isolation;
 mod migrations;
 mod operations;
+mod operator;
 mod ordering;
 mod outage;
 mod process;
@@ -20,7 +25,9 @@ mod purge;
 mod purge_schedule;
 mod reconcile;
 mod render;
+mod replay;
 mod rules;
 mod sessions;
 mod settlement;
+mod trigger;
 mod webhook;
