@@ -18,7 +18,8 @@ use session_worker::{purge, reconcile, serve, signature, store, telemetry};
 ///
 /// Settings come from the environment: DATABASE_URL, STRIPE_WEBHOOK_SECRET,
 /// PORT, HOST, WEBHOOK_TOLERANCE_SECS, SUBSCRIBED_STATUSES,
-/// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, STRIPE_SECRET_KEY,
+/// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, EVENT_RETENTION,
+/// STRIPE_SECRET_KEY,
 /// STRIPE_API_BASE, RECONCILE_SCHEDULE, LOG_FORMAT,
 /// RUST_LOG (see README.md).
 #[derive(Parser)]
@@ -42,8 +43,22 @@ enum Command {
         #[arg(long, default_value = "3d", value_parser = reconcile::parse_since)]
         since: Duration,
     },
-    /// Purge expired and deactivated sessions once, now, and exit.
-    Purge,
+    /// Purge expired and deactivated sessions (and events past
+    /// EVENT_RETENTION) once, now, and exit. docs/purge.md explains the
+    /// modes and the pacing.
+    Purge {
+        /// auto: backlog when the planner expects many due rows, else
+        /// ordinary (an index walk); or one of them, always.
+        #[arg(long, default_value = "auto", value_parser = purge::parse_mode)]
+        mode: purge::ModeChoice,
+        /// How a backlog's page ranges keep off rows others hold:
+        /// skip-locked or lock-timeout.
+        #[arg(long, default_value = "skip-locked", value_parser = purge::parse_row_locks)]
+        row_locks: store::RowLocks,
+        /// Pause after each batch, as a multiple of that batch's time.
+        #[arg(long, default_value_t = purge::Settings::DEFAULT_PAUSE_RATIO, value_parser = purge::parse_pause_ratio)]
+        pause_ratio: f64,
+    },
     /// Print a valid Stripe-Signature header value for the payload in FILE
     /// (no database needed).
     Sign {
@@ -94,8 +109,20 @@ fn main() -> ExitCode {
             Ok(config) => runtime.block_on(reconcile_once(config, since)),
             Err(error) => return config_error(&error),
         },
-        Command::Purge => match (DatabaseConfig::from_env(&env), PurgeConfig::from_env(&env)) {
-            (Ok(database), Ok(purge)) => runtime.block_on(purge_once(database, purge)),
+        Command::Purge {
+            mode,
+            row_locks,
+            pause_ratio,
+        } => match (DatabaseConfig::from_env(&env), PurgeConfig::from_env(&env)) {
+            (Ok(database), Ok(config)) => {
+                let settings = purge::Settings {
+                    mode,
+                    row_locks,
+                    pause_ratio,
+                    ..purge::Settings::from_config(&config)
+                };
+                runtime.block_on(purge_once(database, settings))
+            }
             (Err(error), _) | (_, Err(error)) => return config_error(&error),
         },
         Command::Sign { .. } => unreachable!("handled above"),
@@ -165,11 +192,11 @@ async fn reconcile_once(config: ReconcileConfig, since: Duration) -> anyhow::Res
     Ok(())
 }
 
-async fn purge_once(database: DatabaseConfig, config: PurgeConfig) -> anyhow::Result<()> {
+async fn purge_once(database: DatabaseConfig, settings: purge::Settings) -> anyhow::Result<()> {
     let pool = store::pool(&database, 1)?;
     // Ctrl-C or SIGTERM: stop between batches and release the lock.
     let shutdown = serve::shutdown_on_signal();
-    match purge::run_once(&pool, config.batch_size, &shutdown).await? {
+    match purge::run_once(&pool, &settings, &shutdown).await? {
         purge::Outcome::Completed(report) => println!(
             "purged {} sessions in {} ms",
             report.purged,
