@@ -52,10 +52,11 @@ enum Command {
         #[arg(long, default_value = "auto", value_parser = purge::parse_mode)]
         mode: purge::ModeChoice,
         /// How a backlog's page ranges keep off rows others hold:
-        /// skip-locked or lock-timeout.
-        #[arg(long, default_value = "skip-locked", value_parser = purge::parse_row_locks)]
-        row_locks: store::RowLocks,
-        /// Pause after each batch, as a multiple of that batch's time.
+        /// skip-locked or lock-timeout [default: skip-locked].
+        #[arg(long, value_parser = purge::parse_row_locks)]
+        row_locks: Option<store::RowLocks>,
+        /// In backlog mode, a pause after each range, as a multiple of that
+        /// range's time.
         #[arg(long, default_value_t = purge::Settings::DEFAULT_PAUSE_RATIO, value_parser = purge::parse_pause_ratio)]
         pause_ratio: f64,
     },
@@ -115,11 +116,12 @@ fn main() -> ExitCode {
             pause_ratio,
         } => match (DatabaseConfig::from_env(&env), PurgeConfig::from_env(&env)) {
             (Ok(database), Ok(config)) => {
+                let defaults = purge::Settings::from_config(&config);
                 let settings = purge::Settings {
                     mode,
-                    row_locks,
+                    row_locks: row_locks.unwrap_or(defaults.row_locks),
                     pause_ratio,
-                    ..purge::Settings::from_config(&config)
+                    ..defaults
                 };
                 runtime.block_on(purge_once(database, settings))
             }

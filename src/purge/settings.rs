@@ -64,8 +64,8 @@ pub struct Settings {
     pub mode: ModeChoice,
     /// How a backlog's ranges keep off rows that others hold.
     pub row_locks: RowLocks,
-    /// A pause after each batch, as a multiple of the batch's own time: the
-    /// share of the server the purge leaves to the app.
+    /// A pause after each range of a backlog, as a multiple of the range's
+    /// own time: the share of the server the purge leaves to the app.
     pub pause_ratio: f64,
     /// The time one statement should take; batches and ranges shrink or grow
     /// (up to `batch_size` rows) towards it.

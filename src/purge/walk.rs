@@ -1,6 +1,8 @@
 //! The batches of one run: the sessions in the run's mode, then the
 //! recorded events past their retention. Each statement is its own short
-//! transaction; between two, the run pauses (pacing) and stops on shutdown.
+//! transaction; the run stops between two on shutdown. A backlog's ranges
+//! are paced (a pause after each, see [`Settings::pause_ratio`]); an
+//! ordinary round is a few batches and runs them straight.
 //!
 //! A statement that the server cuts off at its `statement_timeout` is tried
 //! again at half its size, so that no `PURGE_BATCH_SIZE` fails every round;
@@ -63,7 +65,6 @@ impl Run<'_> {
             }
             let next = next_size(f64::from(limit), elapsed, self.settings, batch.found);
             limit = next.min(f64::from(batch_size)) as u32;
-            self.pause(elapsed).await;
         }
         Ok(())
     }
@@ -133,7 +134,6 @@ impl Run<'_> {
             }
             let next = next_size(f64::from(limit), elapsed, self.settings, batch.found);
             limit = next.min(f64::from(batch_size)) as u32;
-            self.pause(elapsed).await;
         }
         Ok(())
     }

@@ -32,6 +32,9 @@ use super::{PurgeConnection, within};
 ///   resumes at the earliest such row rather than past it, and the run ends
 ///   only on a batch that *found* fewer than `$4` rows, not one that deleted
 ///   fewer: the next batch sees the moved row and deletes it.
+/// - `gone` comes first in the answer so that the `DELETE` (and its
+///   statement triggers) starts before `found` locks anything; a test holds
+///   a batch there to move a row under it.
 ///
 /// Public so that tests can EXPLAIN the very statement the purge runs.
 pub const DELETE_BATCH_SQL: &str = "\
@@ -53,8 +56,8 @@ gone AS (
     RETURNING ctid),
 stayed AS (
     SELECT expires_at FROM found WHERE ctid <> ALL(ARRAY(SELECT ctid FROM gone)))
-SELECT (SELECT count(*) FROM found),
-       (SELECT count(*) FROM gone),
+SELECT (SELECT count(*) FROM gone),
+       (SELECT count(*) FROM found),
        COALESCE((SELECT min(expires_at) FROM stayed WHERE expires_at <= $1),
                 (SELECT max(expires_at) FROM found WHERE expires_at <= $1)),
        COALESCE((SELECT min(expires_at) FROM stayed WHERE expires_at > $1),
@@ -97,7 +100,7 @@ impl PurgeConnection {
         limit: u32,
     ) -> Result<Batch, sqlx::Error> {
         let time_limit = self.limit();
-        let (found, deleted, expired_to, deactivated_to): (
+        let (deleted, found, expired_to, deactivated_to): (
             i64,
             i64,
             Option<NaiveDateTime>,
