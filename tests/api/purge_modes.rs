@@ -3,7 +3,9 @@
 
 use chrono::NaiveDateTime;
 use session_worker::purge::{Mode, ModeChoice, Settings};
-use session_worker::store::{DELETE_RANGE_LOCK_TIMEOUT_SQL, DELETE_RANGE_SKIP_LOCKED_SQL, RowLocks};
+use session_worker::store::{
+    DELETE_RANGE_LOCK_TIMEOUT_SQL, DELETE_RANGE_SKIP_LOCKED_SQL, RowLocks,
+};
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -71,10 +73,12 @@ async fn every_mode_deletes_exactly_the_due_sessions(pool: PgPool) {
             add_session(&pool, "active", "bob", Some("{}"), 60, true).await;
             add_session(&pool, "active-a-minute-more", "bob", Some("{}"), 1, true).await;
             add_session(&pool, "active-unknown", "cat", None, 60, true).await;
-            sqlx::query("UPDATE user_sessions SET is_active = NULL WHERE session_id = 'active-unknown'")
-                .execute(&pool)
-                .await
-                .unwrap();
+            sqlx::query(
+                "UPDATE user_sessions SET is_active = NULL WHERE session_id = 'active-unknown'",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
             sqlx::query(
                 "INSERT INTO user_sessions (session_id, username, expires_at) \
                  VALUES ('expires-now', 'cat', now() AT TIME ZONE 'UTC')",
@@ -116,10 +120,12 @@ async fn a_session_held_during_a_backlog_run_survives_it(pool: PgPool) {
         fill(&pool, 300, 3).await;
         add_session(&pool, "held", "gil", Some("{}"), -60, true).await;
         let mut app = pool.begin().await.unwrap();
-        sqlx::query("UPDATE user_sessions SET session_data = '{\"cart\": 1}' WHERE session_id = 'held'")
-            .execute(&mut *app)
-            .await
-            .unwrap();
+        sqlx::query(
+            "UPDATE user_sessions SET session_data = '{\"cart\": 1}' WHERE session_id = 'held'",
+        )
+        .execute(&mut *app)
+        .await
+        .unwrap();
 
         let report = purge_with(&instance(&pool, 2), &settings).await;
 
@@ -172,10 +178,12 @@ async fn a_row_that_moves_under_a_batch_does_not_end_the_run(pool: PgPool) {
     })
     .await;
     // The first batch's snapshot is taken: this update is newer than it.
-    sqlx::query("UPDATE user_sessions SET session_data = '{\"moved\": true}' WHERE session_id = 'gone-03'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE user_sessions SET session_data = '{\"moved\": true}' WHERE session_id = 'gone-03'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     open_gate(gate).await;
 
     let outcome = run.await.unwrap().unwrap();
