@@ -166,7 +166,7 @@ flags_of() {
     ordinary) echo "--mode ordinary --pause-ratio 0" ;;
     skiplocked) echo "--mode backlog --row-locks skip-locked --pause-ratio 0" ;;
     locktimeout) echo "--mode backlog --row-locks lock-timeout --pause-ratio 0" ;;
-    pace*) echo "--mode backlog --pause-ratio ${1#pace}" ;;
+    pace*) echo "--mode backlog --row-locks lock-timeout --pause-ratio ${1#pace}" ;;
     esac
 }
 

@@ -52,7 +52,7 @@ enum Command {
         #[arg(long, default_value = "auto", value_parser = purge::parse_mode)]
         mode: purge::ModeChoice,
         /// How a backlog's page ranges keep off rows others hold:
-        /// skip-locked or lock-timeout [default: skip-locked].
+        /// skip-locked or lock-timeout [default: lock-timeout].
         #[arg(long, value_parser = purge::parse_row_locks)]
         row_locks: Option<store::RowLocks>,
         /// In backlog mode, a pause after each range, as a multiple of that

@@ -37,6 +37,8 @@ pub const BACKLOG_MIN_BATCHES: f64 = 10.0;
 impl ModeChoice {
     pub fn mode(self, estimate: Estimate, batch_size: u32) -> Mode {
         match self {
+            // Before PostgreSQL 14 each range would scan the whole table.
+            _ if !estimate.tid_range_scans => Mode::Ordinary,
             Self::Always(mode) => mode,
             Self::Auto => {
                 let due = estimate.due_rows;
@@ -76,7 +78,7 @@ pub struct Settings {
 
 impl Settings {
     pub const DEFAULT_PAUSE_RATIO: f64 = 1.0;
-    pub const DEFAULT_ROW_LOCKS: RowLocks = RowLocks::SkipLocked;
+    pub const DEFAULT_ROW_LOCKS: RowLocks = RowLocks::LockTimeout;
     pub const DEFAULT_TARGET_STATEMENT: Duration = Duration::from_millis(50);
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -137,6 +139,7 @@ mod tests {
             due_rows,
             pages,
             analyzed: true,
+            tid_range_scans: true,
         }
     }
 
@@ -156,6 +159,16 @@ mod tests {
             ..estimate(500_000.0, 30_000)
         };
         assert_eq!(auto.mode(guess, 5000), Mode::Ordinary);
+        // PostgreSQL 13 or older: no TID Range Scan, never ranges.
+        let old = Estimate {
+            tid_range_scans: false,
+            ..estimate(500_000.0, 30_000)
+        };
+        assert_eq!(auto.mode(old, 5000), Mode::Ordinary);
+        assert_eq!(
+            ModeChoice::Always(Mode::Backlog).mode(old, 5000),
+            Mode::Ordinary
+        );
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct Estimate {
     /// False until the table is first analyzed (by autovacuum or ANALYZE):
     /// the planner's row counts are guesses then.
     pub analyzed: bool,
+    /// PostgreSQL 14 or later: a `ctid` range is read as a TID Range Scan
+    /// (before, as a scan of the whole table).
+    pub tid_range_scans: bool,
 }
 
 /// The connection a purge runs on, holding the purge lock ([`RunLock`]).
@@ -127,11 +130,11 @@ impl PurgeConnection {
             .fetch_all(self.lock.connection()),
         )
         .await?;
-        let (pages, analyzed): (i64, bool) = within(
+        let (pages, analyzed, tid_range_scans): (i64, bool, bool) = within(
             limit,
             sqlx::query_as(
                 "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint, \
-                        reltuples >= 0 \
+                        reltuples >= 0, current_setting('server_version_num')::int >= 140000 \
                  FROM pg_class WHERE oid = 'user_sessions'::regclass",
             )
             .fetch_one(self.lock.connection()),
@@ -144,6 +147,7 @@ impl PurgeConnection {
                 .unwrap_or(0.0),
             pages,
             analyzed,
+            tid_range_scans,
         })
     }
 
