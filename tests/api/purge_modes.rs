@@ -246,7 +246,10 @@ async fn a_backlog_range_is_a_tid_range_scan(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    for sql in [DELETE_RANGE_SKIP_LOCKED_SQL, DELETE_RANGE_LOCK_TIMEOUT_SQL] {
+    for (name, sql) in [
+        ("skip_locked", DELETE_RANGE_SKIP_LOCKED_SQL),
+        ("lock_timeout", DELETE_RANGE_LOCK_TIMEOUT_SQL),
+    ] {
         let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {sql}")))
             .bind(cutoff)
             .bind(100_i64)
@@ -257,13 +260,13 @@ async fn a_backlog_range_is_a_tid_range_scan(pool: PgPool) {
         let mut conn = pool.acquire().await.unwrap();
         sqlx::raw_sql(AssertSqlSafe(format!(
             "SET plan_cache_mode = force_generic_plan; \
-             PREPARE purge_range(timestamp, bigint, bigint) AS {sql}"
+             PREPARE range_{name}(timestamp, bigint, bigint) AS {sql}"
         )))
         .execute(&mut *conn)
         .await
         .unwrap();
         let generic: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "EXPLAIN EXECUTE purge_range('{cutoff}', 100, 200)"
+            "EXPLAIN EXECUTE range_{name}('{cutoff}', 100, 200)"
         )))
         .fetch_all(&mut *conn)
         .await
