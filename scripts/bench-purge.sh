@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# Benchmark: `session-worker purge` against one big DELETE, on identical
-# copies of a 1,000,000-session table, while a stream of single-row updates
-# to active sessions (as the webhook makes them) runs beside it. See
-# BENCHMARKS.md for what it measures and the figures.
+# Benchmark: `session-worker purge` in each of its modes against one big
+# DELETE, on identical copies of a 1,000,000-session table, while a stream of
+# single-row updates to active sessions (as the webhook makes them) runs
+# beside it; the pacing curve (--pause-ratio); and the webhook's update and
+# the app's read by session_id before the purge, right after it, and after a
+# VACUUM. See BENCHMARKS.md for what it measures and the figures.
 #
 #   scripts/bench-purge.sh
 #
 # Settings (environment): BENCH_ROWS (1000000), BENCH_REPEAT (5),
-# BENCH_RATE (updates/s, 200), BENCH_IDLE_SECS (10), PURGE_BATCH_SIZE (5000).
+# BENCH_RATE (updates/s, 200), BENCH_IDLE_SECS (10), PURGE_BATCH_SIZE (5000),
+# BENCH_PACES (pause ratios of the curve, "0.5 1 2"), BENCH_AFTER_SECS (5),
+# BENCH_BIN (the binary to measure; unset, a release build).
 # Without DATABASE_URL it runs on a throwaway server (scripts/with-postgres.sh);
 # with one, it creates and drops databases named bench_* on that server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${BENCH_INSIDE:-}" ]; then
-    cargo build --release --quiet
+    # BENCH_BIN skips the build: the purge's time is the server's, so a debug
+    # binary measures the same (a release build takes long on a busy machine).
+    [ -z "${BENCH_BIN:-}" ] && cargo build --release --quiet
     exec env BENCH_INSIDE=1 scripts/with-postgres.sh "$0" "$@"
 fi
 
@@ -23,8 +29,10 @@ repeat=${BENCH_REPEAT:-5}
 rate=${BENCH_RATE:-200}
 idle_secs=${BENCH_IDLE_SECS:-10}
 batch_size=${PURGE_BATCH_SIZE:-5000}
+paces=${BENCH_PACES:-0.5 1 2}
+after_secs=${BENCH_AFTER_SECS:-5}
 [ -n "${PG_BINDIR:-}" ] && PATH="$PG_BINDIR:$PATH"
-bin=target/release/session-worker
+bin=${BENCH_BIN:-target/release/session-worker}
 server=${DATABASE_URL%/*}
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-purge.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -71,6 +79,12 @@ UPDATE user_sessions SET session_data = '{"subscribed": true, "subscription_stat
 WHERE id = :id AND is_active AND expires_at > now() AT TIME ZONE 'UTC';
 SQL
 
+# The web app's read of one session, by its session_id (any session).
+cat >"$work/select.sql" <<'SQL'
+\set id random(1, :rows)
+SELECT session_data, expires_at FROM user_sessions WHERE session_id = md5(:id::text);
+SQL
+
 # pgbench's per-transaction log: latency (µs, from the scheduled start) and
 # completion time of every update.
 start_updates() { # db log-prefix seconds
@@ -88,29 +102,39 @@ results="$work/results"
 : >"$results"
 record() { echo "$*" >>"$results"; }
 
-# The purge (as the `purge` command) on db $1, timed batch by batch; the
-# updates' latencies while it ran go to $2.
+# The purge (as the `purge` command, with the flags after $2) on db $1,
+# timed batch by batch; the updates' latencies while it ran go to $2.
 measure_purge() {
-    local t0 t1 c0 c1
+    local db=$1 tag=$2 t0 t1 c0 c1
+    shift 2
     sleep 2
     c0=$(checkpoints)
     t0=$(now)
-    DATABASE_URL="$server/$1" PURGE_BATCH_SIZE="$batch_size" LOG_FORMAT=json \
-        RUST_LOG=session_worker=debug "$bin" purge >"$work/$1.purge.log"
+    DATABASE_URL="$server/$db" PURGE_BATCH_SIZE="$batch_size" LOG_FORMAT=json \
+        RUST_LOG=session_worker=debug "$bin" purge "$@" >"$work/$tag.purge.log"
     t1=$(now)
     c1=$(checkpoints)
     sleep 1
-    python3 - "$work/$1.purge.log" "$t0" "$t1" "$2" "$((c1 - c0))" >>"$results" <<'PY'
+    python3 - "$work/$tag.purge.log" "$t0" "$t1" "$tag" "$((c1 - c0))" >>"$results" <<'PY'
 import json, re, statistics, sys
 log, t0, t1, tag, checkpoints = sys.argv[1:]
 lines = open(log).read().splitlines()
 printed = next(l for l in lines if l.startswith("purged "))
 purged, ms = map(int, re.fullmatch(r"purged (\d+) sessions in (\d+) ms", printed).groups())
-batches = [json.loads(l) for l in lines if l.startswith("{")]
-batches = [b["duration_us"] for b in batches if b.get("message") == "purge batch"]
-print(f"{tag} purge_ms={ms} purged={purged} batches={len(batches)} longest_ms={max(batches) / 1000:.1f}"
+logged = [json.loads(l) for l in lines if l.startswith("{")]
+batches = [b["duration_us"] for b in logged if b.get("message") == "purge batch"] or [0]
+mode = next((b["mode"] for b in logged if b.get("message") == "purge completed"), "?")
+print(f"{tag} purge_ms={ms} purged={purged} mode={mode} batches={len(batches)} longest_ms={max(batches) / 1000:.1f}"
       f" median_batch_ms={statistics.median(batches) / 1000:.1f} checkpoints={checkpoints} window={t0},{t1}")
 PY
+}
+
+# The webhook's update and the app's read for $3 seconds on db $1, with
+# nothing else running; latencies go to $2.
+measure_reads() {
+    pgbench -n -f "$work/update.sql" -f "$work/select.sql" -D rows="$rows" -c 4 -j 1 -R "$rate" -T "$3" \
+        -l --log-prefix="$work/$2" "$server/$1" >"$work/$2.out" 2>&1
+    record "$2 window=0,9e99"
 }
 
 measure_delete() {
@@ -133,62 +157,88 @@ say "loading $rows sessions (1% expired)"
 make_template bench_steady 100
 uptime >"$work/load.before"
 
+# The variants of the purge measured against the DELETE on a half-expired
+# copy, each on a fresh copy: the modes without pacing, then the curve.
+variants="ordinary skiplocked locktimeout"
+for pace in $paces; do variants="$variants pace$pace"; done
+flags_of() {
+    case $1 in
+    ordinary) echo "--mode ordinary --pause-ratio 0" ;;
+    skiplocked) echo "--mode backlog --row-locks skip-locked --pause-ratio 0" ;;
+    locktimeout) echo "--mode backlog --row-locks lock-timeout --pause-ratio 0" ;;
+    pace*) echo "--mode backlog --row-locks lock-timeout --pause-ratio ${1#pace}" ;;
+    esac
+}
+
 for run in $(seq 1 "$repeat"); do
     say "run $run/$repeat: half expired"
-    copy_of bench_half bench_purge
     copy_of bench_half bench_delete
-    start_updates bench_purge "idle$run" "$idle_secs"
+    start_updates bench_delete "idle$run" "$idle_secs"
     wait "$updates"
     record "idle$run window=0,9e99"
-    phases=(purge delete)
-    [ $((run % 2)) -eq 0 ] && phases=(delete purge)
-    for phase in "${phases[@]}"; do
-        start_updates "bench_$phase" "$phase$run" 600
-        "measure_$phase" "bench_$phase" "$phase$run"
+    start_updates bench_delete "delete$run" 600
+    measure_delete bench_delete "delete$run"
+    stop_updates
+    for variant in $variants; do
+        say "run $run/$repeat: purge $variant"
+        copy_of bench_half bench_purge
+        start_updates bench_purge "$variant$run" 600
+        # shellcheck disable=SC2046
+        measure_purge bench_purge "$variant$run" $(flags_of "$variant")
         stop_updates
     done
 
+    say "run $run/$repeat: after the purge (default settings), then after a VACUUM"
+    copy_of bench_half bench_purge
+    measure_reads bench_purge "before$run" "$after_secs"
+    measure_purge bench_purge "auto$run"
+    measure_reads bench_purge "after$run" "$after_secs"
+    t0=$(now)
+    sql bench_purge -c "VACUUM user_sessions"
+    record "vacuum$run vacuum_ms=$(python3 -c "print(round(($(now) - $t0) * 1000))")"
+    measure_reads bench_purge "vacuumed$run" "$after_secs"
+
     say "run $run/$repeat: 1% expired, no updates"
-    copy_of bench_steady bench_purge
+    for variant in ordinary backlog auto; do
+        copy_of bench_steady bench_purge
+        measure_purge bench_purge "steady$variant$run" --mode "$variant"
+    done
     copy_of bench_steady bench_delete
-    measure_purge bench_purge "steadypurge$run"
     measure_delete bench_delete "steadydelete$run"
 done
 uptime >"$work/load.after"
 sql postgres -c "DROP DATABASE bench_purge" -c "DROP DATABASE bench_delete" \
     -c "DROP DATABASE bench_half" -c "DROP DATABASE bench_steady"
 
-python3 - "$work" "$results" "$rows" "$rate" "$batch_size" <<'PY'
+python3 - "$work" "$results" "$rows" "$rate" "$batch_size" "$variants" <<'PY'
 import glob, statistics, sys
-work, results, rows, rate, batch_size = sys.argv[1:]
+work, results, rows, rate, batch_size, variants = sys.argv[1:]
+variants = variants.split()
 
-def p99(prefix, window):
+def latencies(prefix, window, script=None):
     lo, hi = map(float, window.split(","))
-    latencies = []
+    found = []
     for path in glob.glob(f"{work}/{prefix}.*"):
-        if path.endswith(".out"):
+        if path.endswith(".out") or path.endswith(".log"):
             continue
         for line in open(path):
             f = line.split()
             # client_id transaction_no time script_no time_epoch time_us [lag];
             # the last line may be cut short where pgbench was stopped.
-            if len(f) < 6:
+            if len(f) < 6 or (script is not None and int(f[3]) != script):
                 continue
             done = int(f[4]) + int(f[5]) / 1e6
             if lo <= done <= hi:
-                latencies.append(int(f[2]) / 1000)
-    latencies.sort()
-    if not latencies:
-        return float("nan"), 0
-    return latencies[int(0.99 * (len(latencies) - 1))], len(latencies)
+                found.append(int(f[2]) / 1000)
+    return sorted(found)
+
+def pct(values, q):
+    return values[int(q * (len(values) - 1))] if values else float("nan")
 
 runs = {}
 for line in open(results):
     tag, *fields = line.split()
-    values = dict(f.split("=", 1) for f in fields)
-    if not tag.startswith("steady"):
-        values["p99"], values["n"] = p99(tag, values["window"])
-    runs[tag] = values
+    runs[tag] = dict(f.split("=", 1) for f in fields)
 
 def med(values):
     return statistics.median(values)
@@ -198,40 +248,58 @@ print(f"rows={rows} update_rate={rate}/s batch_size={batch_size} runs={repeat}")
 print(f"load before: {open(work + '/load.before').read().strip()}")
 print(f"load after:  {open(work + '/load.after').read().strip()}")
 print()
-print("p99 columns: the updates' p99 latency, with the number of updates in the window in brackets;")
-print("ckpt: checkpoints that began during the purge / during the DELETE.")
+print("Half expired, updates running. Per variant, the median over the runs of: the purge's time, its ratio")
+print("to the DELETE of the same run, its longest statement, the updates' p99 during it and its ratio to the")
+print("same run's idle p99. Per-run figures follow.")
 print()
-print("| run | purge ms | purged | batches | rows/s | median batch ms | longest batch ms | DELETE ms | purge/DELETE | p99 idle ms | p99 purge ms | p99 DELETE ms | ckpt |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-table = []
-for r in range(1, repeat + 1):
-    p, d, i = runs[f"purge{r}"], runs[f"delete{r}"], runs[f"idle{r}"]
-    assert p["purged"] == d["deleted"], (p, d)
-    row = [int(p["purge_ms"]), int(p["purged"]), int(p["batches"]),
-           int(p["purged"]) / (int(p["purge_ms"]) / 1000), float(p["median_batch_ms"]),
-           float(p["longest_ms"]), float(d["delete_ms"]), int(p["purge_ms"]) / float(d["delete_ms"]),
-           i["p99"], p["p99"], d["p99"]]
-    table.append(row)
-    print(f"| {r} | {row[0]} | {row[1]} | {row[2]} | {row[3]:.0f} | {row[4]:.1f} | {row[5]:.1f} | {row[6]:.0f}"
-          f" | {row[7]:.1f}x | {row[8]:.2f} ({i['n']}) | {row[9]:.2f} ({p['n']}) | {row[10]:.2f} ({d['n']})"
-          f" | {p['checkpoints']} / {d['checkpoints']} |")
-m = [med([row[k] for row in table]) for k in range(11)]
-print(f"| median | {m[0]:.0f} | {m[1]:.0f} | {m[2]:.0f} | {m[3]:.0f} | {m[4]:.1f} | {m[5]:.1f} | {m[6]:.0f}"
-      f" | {m[7]:.1f}x | {m[8]:.2f} | {m[9]:.2f} | {m[10]:.2f} | |")
-print(f"median of the per-run ratios: purge/DELETE {med([r[7] for r in table]):.1f}x,"
-      f" p99 purge/idle {med([r[9] / r[8] for r in table]):.2f}x")
-print()
-print("1% expired, no updates:")
-print("| run | purge ms | purged | batches | longest batch ms | DELETE ms | purge/DELETE |")
+print("| variant | purge ms | purge/DELETE | statements | longest statement ms | p99 ms | p99/idle |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-steady = []
-for r in range(1, repeat + 1):
-    p, d = runs[f"steadypurge{r}"], runs[f"steadydelete{r}"]
-    assert p["purged"] == d["deleted"], (p, d)
-    row = [int(p["purge_ms"]), int(p["purged"]), int(p["batches"]), float(p["longest_ms"]),
-           float(d["delete_ms"]), int(p["purge_ms"]) / float(d["delete_ms"])]
-    steady.append(row)
-    print(f"| {r} | {row[0]} | {row[1]} | {row[2]} | {row[3]:.1f} | {row[4]:.0f} | {row[5]:.2f}x |")
-m = [med([row[k] for row in steady]) for k in range(6)]
-print(f"| median | {m[0]:.0f} | {m[1]:.0f} | {m[2]:.0f} | {m[3]:.1f} | {m[4]:.0f} | {m[5]:.2f}x |")
+idle = {r: pct(latencies(f"idle{r}", runs[f"idle{r}"]["window"]), 0.99) for r in range(1, repeat + 1)}
+delete = {r: float(runs[f"delete{r}"]["delete_ms"]) for r in range(1, repeat + 1)}
+delete_p99 = {r: pct(latencies(f"delete{r}", runs[f"delete{r}"]["window"]), 0.99) for r in range(1, repeat + 1)}
+print(f"| single DELETE | {med(delete.values()):.0f} | 1.00x | 1 | {med(delete.values()):.0f}"
+      f" | {med(delete_p99.values()):.2f} | {med([delete_p99[r] / idle[r] for r in idle]):.2f}x |")
+per_run = []
+for v in variants:
+    rows_v = []
+    for r in range(1, repeat + 1):
+        p = runs[f"{v}{r}"]
+        assert p["purged"] == runs[f"delete{r}"]["deleted"], (v, r, p, runs[f"delete{r}"])
+        p99 = pct(latencies(f"{v}{r}", p["window"]), 0.99)
+        rows_v.append((int(p["purge_ms"]), int(p["purge_ms"]) / delete[r], int(p["batches"]),
+                       float(p["longest_ms"]), p99, p99 / idle[r]))
+        per_run.append(f"| {v} | {r} | {p['mode']} | {p['purge_ms']} | {delete[r]:.0f} | {rows_v[-1][1]:.2f}x"
+                       f" | {p['batches']} | {p['longest_ms']} | {idle[r]:.2f} | {p99:.2f} | {rows_v[-1][5]:.2f}x |")
+    m = [med([x[k] for x in rows_v]) for k in range(6)]
+    print(f"| {v} | {m[0]:.0f} | {m[1]:.2f}x | {m[2]:.0f} | {m[3]:.1f} | {m[4]:.2f} | {m[5]:.2f}x |")
+print()
+print("| variant | run | mode | purge ms | DELETE ms | purge/DELETE | statements | longest ms | p99 idle ms | p99 purge ms | p99/idle |")
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("\n".join(per_run))
+print()
+print("After the purge (default settings, auto mode): p50 / p99 ms of the webhook's update and the app's read")
+print("by session_id, before the purge, right after it, and after a VACUUM (medians over the runs).")
+print()
+print("| when | update p50 | update p99 | read p50 | read p99 |")
+print("| --- | ---: | ---: | ---: | ---: |")
+for when in ["before", "after", "vacuumed"]:
+    cells = []
+    for script in (0, 1):
+        got = [latencies(f"{when}{r}", "0,9e99", script) for r in range(1, repeat + 1)]
+        cells += [med([pct(g, 0.5) for g in got]), med([pct(g, 0.99) for g in got])]
+    print(f"| {when} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+auto = [runs[f"auto{r}"] for r in range(1, repeat + 1)]
+print(f"(auto purge: mode {auto[0]['mode']}, median {med([int(a['purge_ms']) for a in auto]):.0f} ms;"
+      f" VACUUM median {med([int(runs[f'vacuum{r}']['vacuum_ms']) for r in range(1, repeat + 1)]):.0f} ms)")
+print()
+print("1% expired, no updates (medians; ratio per run to that run's DELETE):")
+print("| variant | mode | purge ms | statements | longest statement ms | DELETE ms | purge/DELETE |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+for v in ["ordinary", "backlog", "auto"]:
+    got = [(runs[f"steady{v}{r}"], float(runs[f"steadydelete{r}"]["delete_ms"])) for r in range(1, repeat + 1)]
+    for p, d in got:
+        assert p["purged"] == runs[f"steadydelete{got.index((p, d)) + 1}"]["deleted"], (v, p)
+    print(f"| {v} | {got[0][0]['mode']} | {med([int(p['purge_ms']) for p, _ in got]):.0f}"
+          f" | {med([int(p['batches']) for p, _ in got]):.0f} | {med([float(p['longest_ms']) for p, _ in got]):.1f}"
+          f" | {med([d for _, d in got]):.0f} | {med([int(p['purge_ms']) / d for p, d in got]):.2f}x |")
 PY

@@ -10,7 +10,8 @@ use session_worker::config::Env;
 ///
 /// Settings come from the environment: DATABASE_URL, STRIPE_WEBHOOK_SECRET,
 /// PORT, HOST, WEBHOOK_TOLERANCE_SECS, SUBSCRIBED_STATUSES,
-/// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, STRIPE_SECRET_KEY,
+/// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, EVENT_RETENTION,
+/// STRIPE_SECRET_KEY,
 /// STRIPE_API_BASE, RECONCILE_SCHEDULE, LOG_FORMAT,
 /// RUST_LOG (see docs/settings.md).
 #[derive(Parser)]
@@ -30,8 +31,10 @@ enum Command {
     /// Apply the events Stripe's Events API lists that were never recorded
     /// (needs STRIPE_SECRET_KEY), print what became of them, and exit.
     Reconcile(cli::reconcile::Args),
-    /// Purge expired and deactivated sessions once, now, and exit.
-    Purge,
+    /// Purge expired and deactivated sessions (and events past
+    /// EVENT_RETENTION) once, now, and exit. docs/purge.md explains the
+    /// modes and the pacing.
+    Purge(cli::purge::Args),
     /// Print a valid Stripe-Signature header value for the payload in FILE
     /// (no database needed).
     Sign(cli::sign::Args),
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
         Command::Serve => cli::serve::run(&env),
         Command::Migrate => cli::migrate::run(&env),
         Command::Reconcile(args) => cli::reconcile::run(&env, args),
-        Command::Purge => cli::purge::run(&env),
+        Command::Purge(args) => cli::purge::run(&env, args),
         Command::Sign(args) => cli::sign::run(args),
         Command::Doctor => cli::doctor::run(&env),
         Command::Events(args) => cli::events::run(&env, args),

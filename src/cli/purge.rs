@@ -5,23 +5,48 @@ use std::process::ExitCode;
 use crate::config::{DatabaseConfig, Env, PurgeConfig};
 use crate::{purge, serve, store};
 
-pub fn run(env: &Env) -> ExitCode {
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// auto: backlog when the planner expects many due rows, else
+    /// ordinary (an index walk); or one of them, always.
+    #[arg(long, default_value = "auto", value_parser = purge::parse_mode)]
+    pub mode: purge::ModeChoice,
+    /// How a backlog's page ranges keep off rows others hold:
+    /// skip-locked or lock-timeout [default: lock-timeout].
+    #[arg(long, value_parser = purge::parse_row_locks)]
+    pub row_locks: Option<store::RowLocks>,
+    /// In backlog mode, a pause after each range, as a multiple of that
+    /// range's time.
+    #[arg(long, default_value_t = purge::Settings::DEFAULT_PAUSE_RATIO, value_parser = purge::parse_pause_ratio)]
+    pub pause_ratio: f64,
+}
+
+pub fn run(env: &Env, args: Args) -> ExitCode {
     if let Err(exit) = super::start_logs(env) {
         return exit;
     }
     let settings = DatabaseConfig::from_env(env)
         .and_then(|database| Ok((database, PurgeConfig::from_env(env)?)));
     match super::setting(settings) {
-        Ok((database, config)) => super::block_on(purge_once(database, config)),
+        Ok((database, config)) => {
+            let defaults = purge::Settings::from_config(&config);
+            let settings = purge::Settings {
+                mode: args.mode,
+                row_locks: args.row_locks.unwrap_or(defaults.row_locks),
+                pause_ratio: args.pause_ratio,
+                ..defaults
+            };
+            super::block_on(purge_once(database, settings))
+        }
         Err(exit) => exit,
     }
 }
 
-async fn purge_once(database: DatabaseConfig, config: PurgeConfig) -> anyhow::Result<()> {
+async fn purge_once(database: DatabaseConfig, settings: purge::Settings) -> anyhow::Result<()> {
     let pool = store::pool(&database, 1)?;
     // Ctrl-C or SIGTERM: stop between batches and release the lock.
     let shutdown = serve::shutdown_on_signal();
-    match purge::run_once(&pool, config.batch_size, &shutdown).await? {
+    match purge::run_once(&pool, &settings, &shutdown).await? {
         purge::Outcome::Completed(report) => println!(
             "purged {} sessions in {} ms",
             report.purged,

@@ -24,7 +24,11 @@ pub use doctor::{
     IndexState, MigrationState, REQUIRED_INDEXES, RequiredIndex, SessionColumn, TimeZones,
 };
 pub use events::{EventFilter, RecordedEvent};
-pub use purge::{DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress};
+pub use purge::{
+    Batch, DELETE_BATCH_SQL, DELETE_EVENTS_SQL, DELETE_RANGE_LOCK_TIMEOUT_SQL,
+    DELETE_RANGE_SKIP_LOCKED_SQL, Estimate, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress,
+    RowLocks, is_statement_timeout,
+};
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
 
 /// How long a request may wait for a pooled connection before the database

@@ -22,6 +22,8 @@ mod ordering;
 mod outage;
 mod process;
 mod purge;
+mod purge_faults;
+mod purge_modes;
 mod purge_schedule;
 mod reconcile;
 mod render;

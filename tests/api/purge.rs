@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use session_worker::purge::{self, Outcome, Report};
+use session_worker::purge::{self, Mode, ModeChoice, Outcome, Report, Settings};
 use session_worker::store::{
-    self, DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress,
+    self, DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress, RowLocks,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
@@ -22,14 +22,38 @@ pub fn instance(pool: &PgPool, connections: u32) -> PgPool {
     store::pool_with((*pool.connect_options()).clone(), connections)
 }
 
+/// A run's settings for tests: `batch_size` rows a statement in `mode`,
+/// no pause, and no resizing by time (a loaded machine must not change the
+/// batches a test counts).
+pub fn settings(batch_size: u32, mode: Mode) -> Settings {
+    Settings {
+        mode: ModeChoice::Always(mode),
+        pause_ratio: 0.0,
+        target_statement: Duration::from_secs(3600),
+        ..Settings::new(batch_size)
+    }
+}
+
+/// An ordinary run (the index walk) of `batch_size` rows a statement.
 pub async fn purge_now(pool: &PgPool, batch_size: u32) -> Report {
-    match purge::run_once(pool, batch_size, &CancellationToken::new())
+    purge_with(pool, &settings(batch_size, Mode::Ordinary)).await
+}
+
+pub async fn purge_with(pool: &PgPool, settings: &Settings) -> Report {
+    match purge::run_once(pool, settings, &CancellationToken::new())
         .await
         .unwrap()
     {
         Outcome::Completed(report) => report,
         Outcome::Skipped => panic!("the purge was skipped"),
     }
+}
+
+/// The purge lock on a connection of `pool`, as a run takes it.
+pub async fn lock_purge(pool: &PgPool) -> Option<PurgeConnection> {
+    PurgeConnection::try_lock(pool, Settings::DEFAULT_STATEMENT_TIMEOUT)
+        .await
+        .unwrap()
 }
 
 pub async fn session_ids(pool: &PgPool) -> Vec<String> {
@@ -181,31 +205,50 @@ async fn exactly_the_expired_and_the_deactivated_sessions_go(pool: PgPool) {
 }
 
 /// `expires_at <= now`: a session that expires at the very instant the run
-/// takes as "now" goes, one a microsecond later stays.
+/// takes as "now" goes, one a microsecond later stays; in each statement the
+/// purge has (the index walk, a page range either way of keeping off held
+/// rows).
 #[sqlx::test]
 async fn a_session_expiring_exactly_at_the_cutoff_goes(pool: PgPool) {
     let cutoff: NaiveDateTime = "2031-05-06T07:08:09.123456".parse().unwrap();
-    for (session_id, offset_us) in [("before", -1), ("at", 0), ("after", 1)] {
-        sqlx::query(
-            "INSERT INTO user_sessions (session_id, username, expires_at) \
-             VALUES ($1, 'dan', $2 + make_interval(secs => $3 / 1e6))",
-        )
-        .bind(session_id)
-        .bind(cutoff)
-        .bind(f64::from(offset_us))
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-    let mut conn = PurgeConnection::try_lock(&pool).await.unwrap().unwrap();
-    assert_eq!(
-        conn.delete_batch(&mut PurgeProgress::new(cutoff), 100)
+    for statement in ["index walk", "range, skip locked", "range, lock timeout"] {
+        for (session_id, offset_us) in [("before", -1), ("at", 0), ("after", 1)] {
+            sqlx::query(
+                "INSERT INTO user_sessions (session_id, username, expires_at) \
+                 VALUES ($1, 'dan', $2 + make_interval(secs => $3 / 1e6))",
+            )
+            .bind(session_id)
+            .bind(cutoff)
+            .bind(f64::from(offset_us))
+            .execute(&pool)
             .await
-            .unwrap(),
-        2
-    );
-    conn.unlock().await.unwrap();
-    assert_eq!(session_ids(&pool).await, ["after"]);
+            .unwrap();
+        }
+        let mut conn = lock_purge(&pool).await.unwrap();
+        let deleted = match statement {
+            "index walk" => {
+                conn.delete_batch(&mut PurgeProgress::new(cutoff), 100)
+                    .await
+                    .unwrap()
+                    .deleted
+            }
+            "range, skip locked" => conn
+                .delete_range(cutoff, 0, 1000, RowLocks::SkipLocked)
+                .await
+                .unwrap(),
+            _ => conn
+                .delete_range(cutoff, 0, 1000, RowLocks::LockTimeout)
+                .await
+                .unwrap(),
+        };
+        conn.unlock().await.unwrap();
+        assert_eq!(deleted, 2, "{statement}");
+        assert_eq!(session_ids(&pool).await, ["after"], "{statement}");
+        sqlx::query("DELETE FROM user_sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
 }
 
 /// `user_sessions` holds UTC: the purge's "now" is UTC whatever the time
@@ -321,9 +364,14 @@ async fn of_two_purges_started_together_one_runs_and_one_skips(pool: PgPool) {
     let purges: Vec<_> = [instance(&pool, 2), instance(&pool, 2)]
         .into_iter()
         .map(|instance| {
-            tokio::spawn(
-                async move { purge::run_once(&instance, 10, &CancellationToken::new()).await },
-            )
+            tokio::spawn(async move {
+                purge::run_once(
+                    &instance,
+                    &settings(10, Mode::Ordinary),
+                    &CancellationToken::new(),
+                )
+                .await
+            })
         })
         .collect();
     wait_until("one purge has answered", async || {
@@ -388,9 +436,13 @@ async fn a_failed_run_releases_the_lock(pool: PgPool) {
     sabotage_deletes(&pool, true).await;
     let failing = instance(&pool, 1);
 
-    let error = purge::run_once(&failing, 10, &CancellationToken::new())
-        .await
-        .unwrap_err();
+    let error = purge::run_once(
+        &failing,
+        &settings(10, Mode::Ordinary),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
 
     assert!(error.to_string().contains("sabotaged purge"), "{error}");
     wait_until("the failed run's lock is released", async || {
@@ -530,15 +582,22 @@ async fn each_run_is_counted_by_outcome(pool: PgPool) {
     let before = chrono::Utc::now().timestamp() as f64;
 
     assert_eq!(purge_now(&pool, 5).await.purged, 12);
-    let other = PurgeConnection::try_lock(&instance(&pool, 1))
-        .await
-        .unwrap()
-        .unwrap();
-    let skipped = purge::run_once(&pool, 5, &CancellationToken::new()).await;
+    let other = lock_purge(&instance(&pool, 1)).await.unwrap();
+    let skipped = purge::run_once(
+        &pool,
+        &settings(5, Mode::Ordinary),
+        &CancellationToken::new(),
+    )
+    .await;
     other.unlock().await.unwrap();
     add_sessions(&pool, "stuck", 1, -60, true).await;
     sabotage_deletes(&pool, true).await;
-    let failed = purge::run_once(&pool, 5, &CancellationToken::new()).await;
+    let failed = purge::run_once(
+        &pool,
+        &settings(5, Mode::Ordinary),
+        &CancellationToken::new(),
+    )
+    .await;
 
     assert_eq!(skipped.unwrap(), Outcome::Skipped);
     assert!(failed.is_err());

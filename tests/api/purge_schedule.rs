@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use session_worker::config::{Env, PurgeConfig};
-use session_worker::store::PurgeConnection;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -157,7 +156,7 @@ async fn the_purge_command_prints_what_it_purged(pool: PgPool) {
 #[sqlx::test]
 async fn the_purge_command_skips_while_another_instance_purges(pool: PgPool) {
     add_sessions(&pool, "gone", 2, -60, true).await;
-    let other = PurgeConnection::try_lock(&pool).await.unwrap().unwrap();
+    let other = lock_purge(&pool).await.unwrap();
 
     let output = bare_command()
         .arg("purge")
@@ -200,7 +199,7 @@ async fn a_killed_purge_leaves_no_lock_behind(pool: PgPool) {
         purge_lock_holders(&pool).await == 0
     })
     .await;
-    assert!(PurgeConnection::try_lock(&pool).await.unwrap().is_some());
+    assert!(lock_purge(&pool).await.is_some());
 }
 
 /// A command, its environment, and the variable its error must name.

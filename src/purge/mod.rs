@@ -3,7 +3,13 @@
 //!
 //! A run removes what had expired when it began, in batches that are each a
 //! short transaction of their own, while holding a lock that makes the other
-//! instances skip their round. It stops between batches on shutdown.
+//! instances skip their round. It picks its mode from the planner's estimate
+//! ([`settings`]), walks the sessions ([`walk`]), then deletes the recorded
+//! events past `EVENT_RETENTION` the same way. It stops between batches on
+//! shutdown. docs/purge.md tells the whole story.
+
+mod settings;
+mod walk;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,11 +17,16 @@ use sqlx::PgPool;
 use tokio_cron_scheduler::JobSchedulerError;
 use tokio_util::sync::CancellationToken;
 
+pub use self::settings::{
+    BACKLOG_MIN_BATCHES, BACKLOG_ROWS_PER_PAGE, Mode, ModeChoice, Settings, parse_mode,
+    parse_pause_ratio, parse_row_locks,
+};
 use crate::config::PurgeConfig;
 use crate::schedule::Schedule;
-use crate::store::{PurgeConnection, PurgeProgress};
+use crate::store::PurgeConnection;
 
 const SESSIONS_PURGED: &str = "session_worker_sessions_purged_total";
+const EVENTS_PURGED: &str = "session_worker_events_purged_total";
 const RUNS: &str = "session_worker_purge_runs_total";
 const LAST_SUCCESS: &str = "session_worker_last_purge_success_timestamp_seconds";
 
@@ -24,10 +35,16 @@ const LAST_SUCCESS: &str = "session_worker_last_purge_success_timestamp_seconds"
 pub struct Report {
     /// Sessions deleted.
     pub purged: u64,
-    /// DELETE statements run; the last finds less than a batch, or nothing.
+    /// DELETE statements run on the sessions.
     pub batches: u32,
+    /// The mode it took.
+    pub mode: Mode,
+    /// Recorded events deleted (older than `EVENT_RETENTION`).
+    pub events_purged: u64,
     /// Stopped between batches on shutdown, before the end.
     pub stopped: bool,
+    /// The longest of the sessions' statements, client side.
+    pub longest_statement: Duration,
     pub elapsed: Duration,
 }
 
@@ -43,24 +60,43 @@ pub enum Outcome {
 ///
 /// Counted as `completed` also when shutdown stopped it between batches;
 /// the last-success time is set only by a run that went to the end.
-#[tracing::instrument(name = "purge", skip(pool, shutdown))]
+#[tracing::instrument(name = "purge", skip_all)]
 pub async fn run_once(
     pool: &PgPool,
-    batch_size: u32,
+    settings: &Settings,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, sqlx::Error> {
     let started = Instant::now();
     let mut report = Report::default();
-    let result = purge(pool, batch_size, shutdown, &mut report).await;
+    let result = purge(pool, settings, shutdown, &mut report).await;
     report.elapsed = started.elapsed();
     let duration_ms = report.elapsed.as_millis() as u64;
     match &result {
         Ok(true) => {
-            let (purged, batches) = (report.purged, report.batches);
+            let (purged, batches, events_purged) =
+                (report.purged, report.batches, report.events_purged);
+            let mode = format!("{:?}", report.mode).to_lowercase();
+            let longest_statement_ms = report.longest_statement.as_millis() as u64;
+            metrics::counter!(EVENTS_PURGED).increment(events_purged);
             if report.stopped {
-                tracing::info!(purged, batches, duration_ms, "purge stopped by shutdown");
+                tracing::info!(
+                    purged,
+                    batches,
+                    events_purged,
+                    mode,
+                    duration_ms,
+                    "purge stopped by shutdown"
+                );
             } else {
-                tracing::info!(purged, batches, duration_ms, "purge completed");
+                tracing::info!(
+                    purged,
+                    batches,
+                    events_purged,
+                    mode,
+                    longest_statement_ms,
+                    duration_ms,
+                    "purge completed"
+                );
                 metrics::gauge!(LAST_SUCCESS).set(unix_now());
             }
             count_run("completed");
@@ -89,40 +125,37 @@ pub async fn run_once(
     })
 }
 
-/// Runs batches into `report` until one finds less than a full batch;
-/// false when another instance holds the lock.
+/// Runs the batches into `report`; false when another instance holds the
+/// lock.
 async fn purge(
     pool: &PgPool,
-    batch_size: u32,
+    settings: &Settings,
     shutdown: &CancellationToken,
     report: &mut Report,
 ) -> Result<bool, sqlx::Error> {
-    let Some(mut conn) = PurgeConnection::try_lock(pool).await? else {
+    let Some(mut conn) = PurgeConnection::try_lock(pool, settings.statement_timeout).await? else {
         return Ok(false);
     };
     // Fixed for the run: what expires meanwhile goes next round, so a run
     // always ends.
-    let mut progress = PurgeProgress::new(conn.now_utc().await?);
-    loop {
-        if shutdown.is_cancelled() {
-            report.stopped = true;
-            break;
-        }
-        let batch_started = Instant::now();
-        let purged = conn.delete_batch(&mut progress, batch_size).await?;
-        report.batches += 1;
-        report.purged += purged;
-        metrics::counter!(SESSIONS_PURGED).increment(purged);
-        tracing::debug!(
-            batch = report.batches,
-            purged,
-            duration_us = batch_started.elapsed().as_micros() as u64,
-            "purge batch"
-        );
-        if purged < u64::from(batch_size) {
-            break;
-        }
-    }
+    let cutoff = conn.now_utc().await?;
+    let estimate = conn.estimate(cutoff).await?;
+    report.mode = settings.mode.mode(estimate, settings.batch_size);
+    tracing::debug!(
+        due_rows = estimate.due_rows,
+        pages = estimate.pages,
+        mode = ?report.mode,
+        "purge estimate"
+    );
+    let mut run = walk::Run {
+        conn: &mut conn,
+        settings,
+        shutdown,
+        report,
+    };
+    let mode = run.report.mode;
+    run.sessions(mode, cutoff, estimate).await?;
+    run.events(cutoff).await?;
     if let Err(error) = conn.unlock().await {
         // Its connection is closed instead, which releases the lock as well.
         tracing::warn!(%error, "purge lock released by closing its connection");
@@ -152,12 +185,12 @@ pub async fn schedule(
         tracing::info!("purge schedule off");
         return Ok(None);
     };
-    let batch_size = config.batch_size;
+    let settings = Settings::from_config(config);
     let schedule = Schedule::start("purge", cron, shutdown, move |stop| {
         let pool = pool.clone();
         // Errors are logged and counted by run_once; the next round runs.
         async move {
-            let _ = run_once(&pool, batch_size, &stop).await;
+            let _ = run_once(&pool, &settings, &stop).await;
         }
     })
     .await?;

@@ -1,0 +1,280 @@
+//! The purge's two modes: the index walk of an ordinary round and the
+//! `ctid` ranges of a backlog, each with both ways of keeping off held rows.
+
+use chrono::NaiveDateTime;
+use session_worker::purge::{Mode, ModeChoice, Settings};
+use session_worker::store::{
+    DELETE_RANGE_LOCK_TIMEOUT_SQL, DELETE_RANGE_SKIP_LOCKED_SQL, RowLocks,
+};
+use sqlx::{AssertSqlSafe, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::*;
+use crate::purge::*;
+
+/// Every way a run can go: the index walk, and ranges either way.
+fn every_way(batch_size: u32) -> [(&'static str, Settings); 3] {
+    let backlog = settings(batch_size, Mode::Backlog);
+    [
+        ("ordinary", settings(batch_size, Mode::Ordinary)),
+        (
+            "backlog, skip locked",
+            Settings {
+                row_locks: RowLocks::SkipLocked,
+                ..backlog
+            },
+        ),
+        (
+            "backlog, lock timeout",
+            Settings {
+                row_locks: RowLocks::LockTimeout,
+                ..backlog
+            },
+        ),
+    ]
+}
+
+/// Fills several pages: `count` sessions, every `due_every`-th expired an
+/// hour ago, the others expiring in an hour.
+async fn fill(pool: &PgPool, count: i32, due_every: i32) {
+    sqlx::query(
+        "INSERT INTO user_sessions (session_id, username, session_data, expires_at) \
+         SELECT 'fill-' || i, 'user-' || i, repeat('x', 200), \
+                (now() AT TIME ZONE 'UTC') + make_interval(mins => CASE WHEN i % $2 = 0 THEN -60 ELSE 60 END) \
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(count)
+    .bind(due_every)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn kept_fill(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM user_sessions WHERE session_id LIKE 'fill-%'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Expired (to the microsecond, in UTC whatever the connection's zone),
+/// deactivated, both, and `is_active` NULL (never deactivated): each way of
+/// running deletes exactly the due ones, over many pages and ranges.
+#[sqlx::test]
+async fn every_mode_deletes_exactly_the_due_sessions(pool: PgPool) {
+    for zone in ["Pacific/Kiritimati", "America/Anchorage"] {
+        let zoned = pool_in_zone(&pool, zone).await;
+        for (way, settings) in every_way(20) {
+            fill(&pool, 600, 2).await;
+            add_session(&pool, "expired", "ann", Some("{}"), -60, true).await;
+            add_session(&pool, "expired-a-minute-ago", "ann", None, -1, true).await;
+            add_session(&pool, "deactivated", "ann", Some("{}"), 60, false).await;
+            add_session(&pool, "expired-and-deactivated", "bob", None, -60, false).await;
+            add_session(&pool, "active", "bob", Some("{}"), 60, true).await;
+            add_session(&pool, "active-a-minute-more", "bob", Some("{}"), 1, true).await;
+            add_session(&pool, "active-unknown", "cat", None, 60, true).await;
+            sqlx::query(
+                "UPDATE user_sessions SET is_active = NULL WHERE session_id = 'active-unknown'",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO user_sessions (session_id, username, expires_at) \
+                 VALUES ('expires-now', 'cat', now() AT TIME ZONE 'UTC')",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+
+            let report = purge_with(&zoned, &settings).await;
+
+            let context = format!("{way} in {zone}");
+            assert_eq!(report.purged, 300 + 5, "{context}");
+            assert!(report.batches > 1, "{context}: {report:?}");
+            assert_eq!(kept_fill(&pool).await, 300, "{context}");
+            let kept: Vec<String> = session_ids(&pool)
+                .await
+                .into_iter()
+                .filter(|id| !id.starts_with("fill-"))
+                .collect();
+            assert_eq!(
+                kept,
+                ["active", "active-a-minute-more", "active-unknown"],
+                "{context}"
+            );
+            sqlx::query("DELETE FROM user_sessions")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A session that the app (or a webhook) holds while a backlog runs is
+/// passed over, without an error and without waiting for it, and goes next
+/// round.
+#[sqlx::test]
+async fn a_session_held_during_a_backlog_run_survives_it(pool: PgPool) {
+    for (way, settings) in every_way(20).into_iter().skip(1) {
+        fill(&pool, 300, 3).await;
+        add_session(&pool, "held", "gil", Some("{}"), -60, true).await;
+        let mut app = pool.begin().await.unwrap();
+        sqlx::query(
+            "UPDATE user_sessions SET session_data = '{\"cart\": 1}' WHERE session_id = 'held'",
+        )
+        .execute(&mut *app)
+        .await
+        .unwrap();
+
+        let report = purge_with(&instance(&pool, 2), &settings).await;
+
+        assert_eq!(report.purged, 100, "{way}");
+        assert!(!report.stopped, "{way}");
+        let due: Vec<String> = session_ids(&pool)
+            .await
+            .into_iter()
+            .filter(|id| !id.starts_with("fill-"))
+            .collect();
+        assert_eq!(due, ["held"], "{way}");
+        app.commit().await.unwrap();
+        assert_eq!(purge_with(&pool, &settings).await.purged, 1, "{way}");
+        sqlx::query("DELETE FROM user_sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// A row that another transaction updates (a new `ctid`) after a batch's
+/// snapshot but before the batch locks it is found and not deleted by that
+/// batch. The run goes on to the end all the same, and the row goes in the
+/// next batch. (Before, such a batch deleted less than a full batch and the
+/// run ended there, leaving the rest of the backlog for the next round.)
+#[sqlx::test]
+async fn a_row_that_moves_under_a_batch_does_not_end_the_run(pool: PgPool) {
+    sqlx::query(
+        "INSERT INTO user_sessions (session_id, username, expires_at) \
+         SELECT 'gone-' || lpad(i::text, 2, '0'), 'ivy', timestamp '2020-01-01' + make_interval(mins => i) \
+         FROM generate_series(1, 30) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    add_sessions(&pool, "kept", 3, 60, true).await;
+    gate_deletes(&pool).await;
+    let gate = close_gate(&pool).await;
+    let purger = instance(&pool, 2);
+    let run = tokio::spawn(async move {
+        session_worker::purge::run_once(
+            &purger,
+            &settings(10, Mode::Ordinary),
+            &CancellationToken::new(),
+        )
+        .await
+    });
+    wait_until("the first batch waits at the gate", async || {
+        waiting_at_gate(&pool).await == 1
+    })
+    .await;
+    // The first batch's snapshot is taken: this update is newer than it.
+    sqlx::query(
+        "UPDATE user_sessions SET session_data = '{\"moved\": true}' WHERE session_id = 'gone-03'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    open_gate(gate).await;
+
+    let outcome = run.await.unwrap().unwrap();
+
+    let session_worker::purge::Outcome::Completed(report) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(report.purged, 30, "{report:?}");
+    assert_eq!(session_ids(&pool).await, ["kept-1", "kept-2", "kept-3"]);
+}
+
+/// The mode follows the planner's estimate of an analyzed table: a backlog
+/// when many rows are due for the table's size, the index walk otherwise.
+#[sqlx::test]
+async fn a_run_picks_its_mode_from_the_estimate(pool: PgPool) {
+    let auto = Settings {
+        mode: ModeChoice::Auto,
+        ..settings(20, Mode::Ordinary)
+    };
+    // Never analyzed (and no autovacuum to do it meanwhile): the planner's
+    // counts are guesses; the index walk.
+    sqlx::raw_sql("ALTER TABLE user_sessions SET (autovacuum_enabled = false)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    fill(&pool, 5000, 2).await;
+    assert_eq!(purge_with(&pool, &auto).await.mode, Mode::Ordinary);
+    sqlx::query("DELETE FROM user_sessions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (due_every, expected) in [(2, Mode::Backlog), (1000, Mode::Ordinary)] {
+        fill(&pool, 5000, due_every).await;
+        sqlx::raw_sql("ANALYZE user_sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+
+        let report = purge_with(&pool, &auto).await;
+
+        assert_eq!(report.mode, expected, "every {due_every}th due");
+        assert_eq!(report.purged, 5000 / due_every as u64);
+        sqlx::query("DELETE FROM user_sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// A backlog's statements read their page range and nothing else: a TID
+/// Range Scan, never a sequential scan, also as a generic plan.
+#[sqlx::test]
+async fn a_backlog_range_is_a_tid_range_scan(pool: PgPool) {
+    fill(&pool, 20_000, 2).await;
+    sqlx::raw_sql("ANALYZE user_sessions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let cutoff: NaiveDateTime = sqlx::query_scalar("SELECT now() AT TIME ZONE 'UTC'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for (name, sql) in [
+        ("skip_locked", DELETE_RANGE_SKIP_LOCKED_SQL),
+        ("lock_timeout", DELETE_RANGE_LOCK_TIMEOUT_SQL),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {sql}")))
+            .bind(cutoff)
+            .bind(100_i64)
+            .bind(200_i64)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET plan_cache_mode = force_generic_plan; \
+             PREPARE range_{name}(timestamp, bigint, bigint) AS {sql}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        let generic: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "EXPLAIN EXECUTE range_{name}('{cutoff}', 100, 200)"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        for plan in [plan.join("\n"), generic.join("\n")] {
+            assert!(plan.contains("Tid Range Scan on user_sessions"), "{plan}");
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+            assert!(!plan.contains("Index"), "{plan}");
+        }
+    }
+}
