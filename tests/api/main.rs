@@ -6,10 +6,13 @@
 #![recursion_limit = "256"]
 
 mod binary;
+mod blackhole;
 mod cable;
 mod concurrency;
 mod fake_stripe;
+mod faults;
 mod helpers;
+mod migrate_safety;
 mod migrations;
 mod operations;
 mod ordering;
@@ -21,5 +24,6 @@ mod reconcile;
 mod render;
 mod rules;
 mod sessions;
+mod settings_at_start;
 mod settlement;
 mod webhook;

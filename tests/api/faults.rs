@@ -1,0 +1,151 @@
+//! A database whose connections silently stop answering (a partition
+//! without a reset): seconds lost, not the instance.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+use crate::blackhole::Blackhole;
+use crate::cable::server_of;
+use crate::helpers::*;
+use session_worker::http::router;
+use session_worker::store::{self, Store};
+
+/// The app with its connections going through `hole`, as in production
+/// (statement timeout, application name, keepalive options).
+fn app_through(pool: &PgPool, hole: &Blackhole, webhook_connections: u32) -> Router {
+    let options = (*pool.connect_options())
+        .clone()
+        .host("127.0.0.1")
+        .port(hole.address.port());
+    let through = store::pool_with(options, 3);
+    let mut state = state(through.clone());
+    state.store = Store::new(through, vec!["active".into(), "trialing".into()])
+        .with_webhook_connections(webhook_connections);
+    router(state)
+}
+
+async fn readyz(app: &Router) -> StatusCode {
+    app.clone()
+        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+        .status()
+}
+
+#[sqlx::test]
+async fn a_database_that_stops_answering_costs_seconds_and_the_retry_applies_once(pool: PgPool) {
+    add_session(&pool, "s", "rita", Some("{}"), 60, true).await;
+    let hole = Blackhole::to(server_of(&pool)).await;
+    let webhook_connections = 2;
+    let app = app_through(&pool, &hole, webhook_connections);
+
+    // Live connections on both paths before the partition.
+    for i in 0..3 {
+        let warm = checkout(&format!("evt_warm{i}"), now(), "someone", "cus_w", None);
+        assert_eq!(outcome(&app, &warm).await, "applied");
+    }
+    assert_eq!(readyz(&app).await, StatusCode::OK);
+
+    hole.swallow();
+    let event = subscription(
+        "evt_partition",
+        "updated",
+        now(),
+        "sub_r",
+        "cus_r",
+        "active",
+        Some("rita"),
+    );
+    // More deliveries than connections: a stuck call that held its
+    // connection for good would leave none for the ones after.
+    for attempt in 0..webhook_connections + 2 {
+        let started = Instant::now();
+        let (status, body) = deliver(&app, &event).await;
+        let waited = started.elapsed();
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "attempt {attempt}: {body}"
+        );
+        assert!(
+            waited < Duration::from_secs(5),
+            "attempt {attempt} answered after {waited:?}"
+        );
+    }
+    let started = Instant::now();
+    assert_eq!(readyz(&app).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sw_events WHERE event_id = 'evt_partition'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, 0, "nothing reached the database");
+
+    // Reachable again (new connections go through; the swallowed ones stay
+    // silent for good): Stripe's retries apply it, with no restart.
+    hole.heal();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut outcomes = Vec::new();
+    loop {
+        let (status, body) = deliver(&app, &event).await;
+        if status == StatusCode::OK {
+            outcomes.push(body["outcome"].as_str().unwrap().to_owned());
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the webhook still answers 503 20 s after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(outcomes, ["applied"]);
+    assert_eq!(outcome(&app, &event).await, "duplicate");
+    assert_eq!(session(&pool, "s").await["subscribed"], true);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(&app).await != StatusCode::OK {
+        assert!(Instant::now() < deadline, "/readyz still 503");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Webhook connections idle past their time are closed by the store itself,
+/// not only when a later event pops them.
+#[sqlx::test]
+async fn idle_webhook_connections_are_reaped(pool: PgPool) {
+    let ours = store::pool_with((*pool.connect_options()).clone(), 3);
+    let mut state = state(ours.clone());
+    state.store = Store::new(ours, vec!["active".into()])
+        .with_webhook_idle_timeout(Duration::from_millis(600));
+    let app = router(state);
+    assert_eq!(
+        outcome(&app, &checkout("evt_1", now(), "ann", "cus_a", None)).await,
+        "applied"
+    );
+    let open = || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'session-worker'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        open
+    };
+    assert_eq!(open().await, 1, "the event's connection, idle");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "an idle connection outlived its idle time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
