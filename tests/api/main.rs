@@ -26,4 +26,5 @@ mod rules;
 mod sessions;
 mod settings_at_start;
 mod settlement;
+mod stripe_limits;
 mod webhook;
