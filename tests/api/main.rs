@@ -21,6 +21,7 @@ mod process;
 mod purge;
 mod purge_schedule;
 mod reconcile;
+mod reconcile_stream;
 mod render;
 mod rules;
 mod sessions;
