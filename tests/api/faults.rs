@@ -149,3 +149,35 @@ async fn idle_webhook_connections_are_reaped(pool: PgPool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// SIGTERM while the database has stopped answering, with a webhook and a
+/// readiness check stuck on it: the process still exits in Render's 30 s.
+#[sqlx::test]
+async fn sigterm_exits_in_time_whatever_the_database_does(pool: PgPool) {
+    let hole = Blackhole::to(server_of(&pool)).await;
+    let url = crate::binary::database_url(&pool, Some(hole.address.port()));
+    let mut server = crate::binary::Server::start(&url, &[]);
+    server.wait_until("/readyz", 200).await;
+    let warm = checkout("evt_warm", now(), "someone", "cus_w", None);
+    assert_eq!(server.deliver(&warm).await.0, 200);
+
+    hole.swallow();
+    assert_eq!(server.get("/readyz").await.status().as_u16(), 503);
+    let stuck = tokio::spawn(
+        server
+            .webhook(&checkout("evt_stuck", now(), "x", "cus_x", None))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    server.terminate();
+    let status = server.wait().await;
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(30), "exited after {took:?}");
+    // The webhook in flight was answered (503: Stripe delivers again).
+    if let Ok(Ok(response)) = stuck.await {
+        assert_eq!(response.status().as_u16(), 503);
+    }
+}
