@@ -100,6 +100,9 @@ fn main() -> ExitCode {
         },
         Command::Sign { .. } => unreachable!("handled above"),
     };
+    // Dropped, a runtime waits for its blocking tasks (a DNS lookup of a
+    // database host that does not answer) for as long as they take.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -20,8 +20,10 @@ struct State {
     /// Cancelled when the links of this epoch are swallowed.
     epoch: CancellationToken,
     swallowing: bool,
-    /// Sockets held open, never read or written again.
+    /// Sockets held open, never read or written again: the worker's side,
+    /// and the server's.
     swallowed: Vec<TcpStream>,
+    upstream: Vec<TcpStream>,
 }
 
 impl Blackhole {
@@ -32,6 +34,7 @@ impl Blackhole {
             epoch: CancellationToken::new(),
             swallowing: false,
             swallowed: Vec::new(),
+            upstream: Vec::new(),
         }));
         let accept = tokio::spawn({
             let state = state.clone();
@@ -63,6 +66,13 @@ impl Blackhole {
         state.epoch.cancel();
     }
 
+    /// The server ends the sessions it can no longer reach, as its TCP
+    /// keepalive does after a while (their locks go with them); the worker's
+    /// side stays silent.
+    pub fn server_ends_swallowed_sessions(&self) {
+        self.state.lock().unwrap().upstream.clear();
+    }
+
     /// New connections are forwarded again.
     pub fn heal(&self) {
         let mut state = self.state.lock().unwrap();
@@ -91,7 +101,7 @@ async fn link(
         () = epoch.cancelled() => {
             let mut state = state.lock().unwrap();
             state.swallowed.push(client);
-            state.swallowed.push(server);
+            state.upstream.push(server);
         }
     }
 }

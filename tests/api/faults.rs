@@ -181,3 +181,123 @@ async fn sigterm_exits_in_time_whatever_the_database_does(pool: PgPool) {
         assert_eq!(response.status().as_u16(), 503);
     }
 }
+
+/// A reconcile round whose connection stops answering mid-round ends as
+/// failed within seconds; once the server has ended the unreachable
+/// sessions (its keepalive does, taking the round's lock with them), the
+/// next round runs and applies what the first could not.
+#[sqlx::test]
+async fn a_reconcile_round_stuck_on_a_silent_database_fails_and_the_next_one_runs(pool: PgPool) {
+    use crate::fake_stripe::{FakeStripe, Trouble, subscription_object};
+    use session_worker::reconcile::{self, RunOutcome};
+    use session_worker::settle::Settler;
+    use session_worker::store::RECONCILE_LOCK_KEY;
+    use session_worker::stripe_api::Retry;
+    use tokio_util::sync::CancellationToken;
+
+    const QUICK: Retry = Retry {
+        attempts: 2,
+        attempt_timeout: Duration::from_secs(2),
+        first_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        budget: Duration::from_secs(5),
+    };
+    let stripe = FakeStripe::start().await;
+    let t = now() - 600;
+    stripe.add_event(checkout("evt_checkout", t, "ann", "cus_a", Some("sub_a")));
+    // The same second: settled by fetching sub_a from the API.
+    stripe.add_event(subscription(
+        "evt_update",
+        "updated",
+        t,
+        "sub_a",
+        "cus_a",
+        "past_due",
+        Some("ann"),
+    ));
+    stripe.set_subscription(subscription_object(
+        "sub_a",
+        "cus_a",
+        "past_due",
+        Some("ann"),
+        t + 2_592_000,
+    ));
+    // The listing as usual; the fetch slow, and the partition begins meanwhile.
+    stripe.trouble_next(&[
+        Trouble::Slow(Duration::ZERO),
+        Trouble::Slow(Duration::from_millis(400)),
+    ]);
+
+    let hole = Blackhole::to(server_of(&pool)).await;
+    let options = (*pool.connect_options())
+        .clone()
+        .host("127.0.0.1")
+        .port(hole.address.port());
+    let through = store::pool_with(options, 3);
+    let settler = Settler::new(
+        Store::new(through, vec!["active".into(), "trialing".into()]),
+        Some(stripe.client()),
+        "username".into(),
+    );
+    let round = tokio::spawn({
+        let settler = settler.clone();
+        async move {
+            reconcile::run_once(
+                &settler,
+                reconcile::DEFAULT_SINCE,
+                &QUICK,
+                &CancellationToken::new(),
+            )
+            .await
+        }
+    });
+    while stripe.count("/v1/subscriptions") == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    hole.swallow();
+    let started = Instant::now();
+    let first = tokio::time::timeout(Duration::from_secs(20), round)
+        .await
+        .expect("a stuck round ends")
+        .unwrap();
+    let error = first.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(error.so_far.applied, 1, "the checkout, before: {error}");
+
+    hole.server_ends_swallowed_sessions();
+    hole.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE d.datname = current_database() AND l.locktype = 'advisory' \
+             AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+        )
+        .bind(RECONCILE_LOCK_KEY)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if held == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lock outlived its session");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = reconcile::run_once(
+        &settler,
+        reconcile::DEFAULT_SINCE,
+        &QUICK,
+        &CancellationToken::new(),
+    )
+    .await;
+    match second {
+        Ok(RunOutcome::Completed(report)) => {
+            assert_eq!((report.applied, report.already_seen), (1, 1), "{report}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        user_status(&pool, "ann").await,
+        Some((false, Some("past_due".into())))
+    );
+}
