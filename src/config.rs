@@ -10,6 +10,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 
+mod urls;
+
 /// A setting that is missing or cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {problem}")]
@@ -98,28 +100,7 @@ impl DatabaseConfig {
                 "must be a postgres:// or postgresql:// URL",
             ));
         }
-        let options = url.parse::<PgConnectOptions>().map_err(|error| {
-            let why = match error {
-                sqlx::Error::Configuration(why) => why.to_string(),
-                other => other.to_string(),
-            };
-            // sqlx's reasons name the part at fault ("invalid port number"),
-            // not its value; checked all the same, as the value may hold a
-            // password.
-            let user_info = url
-                .split_once("://")
-                .and_then(|(_, rest)| rest.split_once('@'))
-                .map(|(info, _)| info);
-            let leaks = user_info.is_some_and(|info| {
-                info.split(':')
-                    .any(|part| !part.is_empty() && why.contains(part))
-            });
-            let why = if leaks { "unreadable".to_owned() } else { why };
-            ConfigError::new(
-                "DATABASE_URL",
-                format!("is not a usable PostgreSQL URL ({why})"),
-            )
-        })?;
+        let options = urls::database_options(url)?;
         Ok(Self {
             url: SecretString::from(url.to_owned()),
             options,
@@ -329,7 +310,7 @@ impl StripeApiConfig {
         }
         // The key travels in every request's header: in clear text only to
         // this machine (a local fake, a sidecar proxy).
-        if !tls && !is_loopback(host) {
+        if !tls && !urls::is_loopback(host) {
             return Err(invalid("http:// only to a loopback address; use https://"));
         }
         let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~/:[]%".contains(c);
@@ -338,17 +319,6 @@ impl StripeApiConfig {
         }
         Ok(format!("{}/", raw.trim_end_matches('/')))
     }
-}
-
-/// Whether `host` (with any port) is this machine: `localhost`, 127.0.0.0/8
-/// or `[::1]`.
-fn is_loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host.split(':').next().unwrap_or_default(),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `RECONCILE_SCHEDULE` (default `off`): when `serve` runs `reconcile`.
