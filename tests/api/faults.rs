@@ -44,12 +44,40 @@ async fn a_database_that_stops_answering_costs_seconds_and_the_retry_applies_onc
     let webhook_connections = 2;
     let app = app_through(&pool, &hole, webhook_connections);
 
-    // Live connections on both paths before the partition.
-    for i in 0..3 {
-        let warm = checkout(&format!("evt_warm{i}"), now(), "someone", "cus_w", None);
-        assert_eq!(outcome(&app, &warm).await, "applied");
-    }
     assert_eq!(readyz(&app).await, StatusCode::OK);
+    // As many live webhook connections as there may be, just used: the
+    // warm-up events wait together behind a lock on the table of events.
+    let mut lock = pool.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE sw_events IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let warm_ups: Vec<_> = (0..webhook_connections)
+        .map(|i| {
+            let app = app.clone();
+            let warm = checkout(&format!("evt_warm{i}"), now(), "someone", "cus_w", None);
+            tokio::spawn(async move { outcome(&app, &warm).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'session-worker' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting == i64::from(webhook_connections) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{waiting} warm-up(s) waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut *lock).await.unwrap();
+    for warm_up in warm_ups {
+        assert_eq!(warm_up.await.unwrap(), "applied");
+    }
 
     hole.swallow();
     let event = subscription(
@@ -61,9 +89,34 @@ async fn a_database_that_stops_answering_costs_seconds_and_the_retry_applies_onc
         "active",
         Some("rita"),
     );
-    // More deliveries than connections: a stuck call that held its
-    // connection for good would leave none for the ones after.
-    for attempt in 0..webhook_connections + 2 {
+    // At once, each on a connection just used (so not checked first): each
+    // call gets stuck, and must not keep its connection for good.
+    let stuck: Vec<_> = (0..webhook_connections)
+        .map(|i| {
+            let app = app.clone();
+            let event = subscription(
+                &format!("evt_stuck{i}"),
+                "updated",
+                now(),
+                "sub_r",
+                "cus_r",
+                "active",
+                Some("rita"),
+            );
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let (status, _) = deliver(&app, &event).await;
+                (status, started.elapsed())
+            })
+        })
+        .collect();
+    for call in stuck {
+        let (status, waited) = call.await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    }
+    // And one after the other.
+    for attempt in 0..2 {
         let started = Instant::now();
         let (status, body) = deliver(&app, &event).await;
         let waited = started.elapsed();
