@@ -12,6 +12,7 @@ mod run_lock;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
@@ -31,6 +32,10 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// (a lock held by the web app, an overloaded server) and is cut off.
 /// (Migrations run without it, on a connection of their own.)
 const STATEMENT_TIMEOUT: &str = "5s";
+
+/// An idle pooled connection that does not answer a ping within this is
+/// replaced.
+const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// TCP keepalive on the server's side of each connection, so that the
 /// server ends the session of a worker it can no longer reach (a network
@@ -91,6 +96,17 @@ pub fn pool_with(options: PgConnectOptions, max_connections: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // sqlx's own check of an idle connection has no limit but the whole
+        // acquire's: one connection that stopped answering would fail the
+        // acquire instead of being replaced. The same ping, bounded; one
+        // that runs out is closed, and the next (or a new one) tried.
+        .test_before_acquire(false)
+        .before_acquire(|conn, _| {
+            Box::pin(async move {
+                limit::within_limit(IDLE_CHECK_TIMEOUT, conn.ping()).await?;
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options)
 }
 
