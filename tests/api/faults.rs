@@ -354,3 +354,60 @@ async fn a_reconcile_round_stuck_on_a_silent_database_fails_and_the_next_one_run
         Some((false, Some("past_due".into())))
     );
 }
+
+/// SIGTERM while a scheduled reconcile round is stuck on a connection that
+/// stopped answering: the round is not waited for past the wind-down, and
+/// the process exits in Render's 30 s.
+#[sqlx::test]
+async fn sigterm_exits_in_time_with_a_reconcile_round_stuck_on_the_database(pool: PgPool) {
+    use crate::fake_stripe::{API_KEY, FakeStripe, Trouble, subscription_object};
+
+    let stripe = FakeStripe::start().await;
+    let t = now() - 600;
+    stripe.add_event(checkout("evt_checkout", t, "ann", "cus_a", Some("sub_a")));
+    stripe.add_event(subscription(
+        "evt_update",
+        "updated",
+        t,
+        "sub_a",
+        "cus_a",
+        "past_due",
+        Some("ann"),
+    ));
+    stripe.set_subscription(subscription_object(
+        "sub_a",
+        "cus_a",
+        "past_due",
+        Some("ann"),
+        t + 2_592_000,
+    ));
+    stripe.trouble_next(&[
+        Trouble::Slow(Duration::ZERO),
+        Trouble::Slow(Duration::from_millis(400)),
+    ]);
+    let hole = Blackhole::to(server_of(&pool)).await;
+    let url = crate::binary::database_url(&pool, Some(hole.address.port()));
+    let mut server = crate::binary::Server::start(
+        &url,
+        &[
+            ("STRIPE_SECRET_KEY", API_KEY),
+            ("STRIPE_API_BASE", stripe.base.as_str()),
+            ("RECONCILE_SCHEDULE", "* * * * * *"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stripe.count("/v1/subscriptions") == 0 {
+        assert!(Instant::now() < deadline, "no reconcile round fetched");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The round's next call goes to a database that no longer answers.
+    hole.swallow();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let started = Instant::now();
+    server.terminate();
+    let status = server.wait().await;
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(30), "exited after {took:?}");
+}
