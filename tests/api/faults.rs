@@ -411,3 +411,26 @@ async fn sigterm_exits_in_time_with_a_reconcile_round_stuck_on_the_database(pool
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(30), "exited after {took:?}");
 }
+
+/// The production connection settings, as the server sees them: its side
+/// of each connection probes a silent worker, and ends its session (and
+/// locks) within about a minute.
+#[sqlx::test]
+async fn production_connections_carry_their_limits_and_keepalive(pool: PgPool) {
+    let ours = store::pool_with((*pool.connect_options()).clone(), 1);
+    let mut shown = Vec::new();
+    for setting in [
+        "application_name",
+        "statement_timeout",
+        "tcp_keepalives_idle",
+        "tcp_keepalives_interval",
+        "tcp_keepalives_count",
+    ] {
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(&ours)
+            .await
+            .unwrap();
+        shown.push(value);
+    }
+    assert_eq!(shown, ["session-worker", "5s", "30", "10", "3"]);
+}
