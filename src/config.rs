@@ -8,6 +8,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use sqlx::postgres::PgConnectOptions;
+
+mod urls;
 
 /// A setting that is missing or cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,9 @@ impl Env {
 pub struct DatabaseConfig {
     /// Holds a password: kept out of `Debug`.
     pub url: SecretString,
+    /// `url` parsed whole at start (host, port, database, TLS mode...), so
+    /// that a URL no connection could use stops the program there.
+    pub options: PgConnectOptions,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -100,8 +106,10 @@ impl DatabaseConfig {
                 "must be a postgres:// or postgresql:// URL",
             ));
         }
+        let options = urls::database_options(url)?;
         Ok(Self {
             url: SecretString::from(url.to_owned()),
+            options,
         })
     }
 }
@@ -275,8 +283,9 @@ impl StripeApiConfig {
         }
     }
 
-    /// An http(s) URL with a host and at most a path: `https://api.stripe.com`,
-    /// `http://127.0.0.1:12111`, `https://proxy.internal/stripe/`.
+    /// An https URL with a host and at most a path: `https://api.stripe.com`,
+    /// `https://proxy.internal/stripe/`; http only to a loopback address
+    /// (`http://127.0.0.1:12111`).
     fn api_base(raw: &str) -> Result<String, ConfigError> {
         let invalid = |why: &str| {
             // A URL with user info may hold a password: not echoed.
@@ -290,16 +299,25 @@ impl StripeApiConfig {
                 format!("must be an http:// or https:// URL ({why}){got}"),
             )
         };
-        let rest = raw
-            .strip_prefix("https://")
-            .or_else(|| raw.strip_prefix("http://"))
-            .ok_or_else(|| invalid("no http:// or https://"))?;
+        let (tls, rest) = match raw.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (
+                false,
+                raw.strip_prefix("http://")
+                    .ok_or_else(|| invalid("no http:// or https://"))?,
+            ),
+        };
         let host = rest.split('/').next().unwrap_or_default();
         if host.is_empty() {
             return Err(invalid("no host"));
         }
         if host.contains('@') {
             return Err(invalid("credentials belong in STRIPE_SECRET_KEY"));
+        }
+        // The key travels in every request's header: in clear text only to
+        // this machine (a local fake, a sidecar proxy).
+        if !tls && !urls::is_loopback(host) {
+            return Err(invalid("http:// only to a loopback address; use https://"));
         }
         let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~/:[]%".contains(c);
         if !rest.chars().all(allowed) {
@@ -549,11 +567,23 @@ mod tests {
             "https:///v1",
             "http://localhost:12111/?x=1",
             "https://user:hunter2@api.stripe.com",
+            "http://api.stripe.com",
+            "http://10.0.0.7:8080/stripe",
+            "http://127.evil.example",
         ] {
             let error = StripeApiConfig::from_env(&Env::from_pairs([("STRIPE_API_BASE", base)]))
                 .unwrap_err();
             assert_eq!(error.variable, "STRIPE_API_BASE", "{base:?}");
             assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
+        for loopback in [
+            "http://localhost:12111",
+            "http://127.0.0.1:12111/",
+            "http://[::1]:12111",
+            "https://proxy.internal/stripe",
+        ] {
+            let env = Env::from_pairs([("STRIPE_API_BASE", loopback)]);
+            assert!(StripeApiConfig::from_env(&env).is_ok(), "{loopback:?}");
         }
     }
 
@@ -576,6 +606,24 @@ mod tests {
         .unwrap_err();
         assert_eq!(url.variable, "DATABASE_URL");
         assert!(!url.to_string().contains("hunter2"));
+
+        // Parsed whole at start: a URL no connection could use stops there.
+        for bad in [
+            "postgres://root:hunter2@db:80800/app",
+            "postgres://root:hunter2@db:5432/app?sslmode=sometimes",
+        ] {
+            let error =
+                DatabaseConfig::from_env(&Env::from_pairs([("DATABASE_URL", bad)])).unwrap_err();
+            assert_eq!(error.variable, "DATABASE_URL", "{bad}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
+        let config = DatabaseConfig::from_env(&Env::from_pairs([(
+            "DATABASE_URL",
+            "postgresql://app:pw@dpg-abc-a:5433/app_db",
+        )]))
+        .unwrap();
+        assert_eq!(config.options.get_port(), 5433);
+        assert_eq!(config.options.get_database(), Some("app_db"));
 
         let port = HttpConfig::from_env(&Env::from_pairs([("PORT", "80800")])).unwrap_err();
         assert_eq!(port.variable, "PORT");

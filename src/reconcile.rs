@@ -4,7 +4,7 @@
 //!
 //! One run ([`run_once`]) lists the events of the types the worker handles
 //! created since a point in time, newest first, page after page; skips those
-//! recorded already; and applies the others oldest first with
+//! recorded already; and applies each page's others, before the next page, with
 //! [`Settler::apply`], the webhook's path: same exactly-once, same ordering
 //! rules, same truth from the API for invoices and ties. A lock makes one
 //! instance reconcile at a time.
@@ -20,7 +20,7 @@ use crate::event::{self, Event, HANDLED_EVENTS};
 use crate::settle::{SettleError, Settler};
 use crate::stats;
 use crate::store::{Outcome, ReconcileLock};
-use crate::stripe_api::{Retry, StripeApiError};
+use crate::stripe_api::{EventsPage, Retry, StripeApiError};
 
 /// `--since` when not given: Stripe's retry window in live mode.
 pub const DEFAULT_SINCE: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -186,6 +186,15 @@ pub async fn run_once(
 }
 
 /// The run under the lock; false when another instance holds it.
+///
+/// Page after page, newest first: each page's missed events are applied
+/// (oldest first within it) before the next page is asked for, so that a
+/// run holds one page in memory, and a run that fails or stops half way
+/// keeps what it applied. Across pages the older events come later; the
+/// ordering rules sort that out (an older state never overwrites a newer
+/// one, and a tie within a second is settled by the API, which `reconcile`
+/// always has). Shutdown stops it while it waits for a page or an event,
+/// not only between them.
 async fn locked_run(
     settler: &Settler,
     since: Duration,
@@ -193,30 +202,43 @@ async fn locked_run(
     shutdown: &CancellationToken,
     report: &mut Report,
 ) -> Result<bool, ReconcileCause> {
-    if settler.api().is_none() {
-        return Err(ReconcileCause::NoKey);
-    }
+    let api = settler.api().ok_or(ReconcileCause::NoKey)?;
     let Some(lock) = ReconcileLock::try_lock(settler.store()).await? else {
         return Ok(false);
     };
     let since_unix = chrono::Utc::now().timestamp() - since.as_secs() as i64;
-    let missed = list_missed(settler, since_unix, retry, report).await?;
-    // Pages come newest first: applied oldest first, as they happened (the
-    // ordering rules would sort them out anyway, except within a second).
-    for event in missed.iter().rev() {
-        if shutdown.is_cancelled() {
-            tracing::info!("reconcile stopped by shutdown; the next run picks up the rest");
-            break;
+    let mut cursor: Option<String> = None;
+    'pages: loop {
+        let page = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break 'pages,
+            page = api.events_page(HANDLED_EVENTS, since_unix, cursor.as_deref(), retry) => {
+                page.map_err(ReconcileCause::Listing)?
+            }
+        };
+        report.pages += 1;
+        let (missed, last_id) = read_page(settler, &page, report).await?;
+        for event in missed.iter().rev() {
+            let applied = tokio::select! {
+                biased;
+                // Cut short, nothing of it is recorded unless its statement
+                // committed: the next run applies it, or finds it seen.
+                () = shutdown.cancelled() => break 'pages,
+                applied = settler.apply(event, retry) => applied,
+            };
+            let outcome = applied.map_err(|error| ReconcileCause::Applying {
+                event_id: event.id.clone(),
+                error,
+            })?;
+            report.count(&outcome);
         }
-        let outcome =
-            settler
-                .apply(event, retry)
-                .await
-                .map_err(|error| ReconcileCause::Applying {
-                    event_id: event.id.clone(),
-                    error,
-                })?;
-        report.count(&outcome);
+        match last_id {
+            Some(last) if page.has_more => cursor = Some(last),
+            _ => break,
+        }
+    }
+    if shutdown.is_cancelled() {
+        tracing::info!("reconcile stopped by shutdown; the next run picks up the rest");
     }
     lock.unlock().await?;
     Ok(true)
@@ -227,54 +249,40 @@ struct EventId {
     id: String,
 }
 
-/// Every listed event not recorded yet, newest first. Those recorded are
-/// counted as already seen; those we cannot read are counted as ignored and
-/// logged (the webhook would have answered them 400).
-async fn list_missed(
+/// The page's events not recorded yet, newest first, and the page's last
+/// id (the next page's cursor). Those recorded are counted as already seen;
+/// those we cannot read are counted as ignored and logged (the webhook would
+/// have answered them 400).
+async fn read_page(
     settler: &Settler,
-    since_unix: i64,
-    retry: &Retry,
+    page: &EventsPage,
     report: &mut Report,
-) -> Result<Vec<Event>, ReconcileCause> {
-    let api = settler.api().ok_or(ReconcileCause::NoKey)?;
+) -> Result<(Vec<Event>, Option<String>), ReconcileCause> {
+    let ids = page
+        .data
+        .iter()
+        .map(|raw| event_id(raw))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ReconcileCause::Listing)?;
+    let seen = settler.store().recorded_events(&ids).await?;
     let mut missed = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = api
-            .events_page(HANDLED_EVENTS, since_unix, cursor.as_deref(), retry)
-            .await
-            .map_err(ReconcileCause::Listing)?;
-        report.pages += 1;
-        let ids = page
-            .data
-            .iter()
-            .map(|raw| event_id(raw))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ReconcileCause::Listing)?;
-        let seen = settler.store().recorded_events(&ids).await?;
-        for (raw, id) in page.data.iter().zip(&ids) {
-            report.found += 1;
-            if seen.contains(id) {
-                report.already_seen += 1;
-                metrics::counter!(stats::RECONCILE_EVENTS, "outcome" => "already_seen")
-                    .increment(1);
-                continue;
-            }
-            match event::parse(raw.get().as_bytes(), settler.username_key()) {
-                Ok(event) => missed.push(event),
-                Err(error) => {
-                    report.ignored += 1;
-                    metrics::counter!(stats::RECONCILE_EVENTS, "outcome" => "unreadable")
-                        .increment(1);
-                    tracing::warn!(event_id = %id, "listed event not applied: {error}");
-                }
-            }
+    for (raw, id) in page.data.iter().zip(&ids) {
+        report.found += 1;
+        if seen.contains(id) {
+            report.already_seen += 1;
+            metrics::counter!(stats::RECONCILE_EVENTS, "outcome" => "already_seen").increment(1);
+            continue;
         }
-        match ids.last() {
-            Some(last) if page.has_more => cursor = Some(last.clone()),
-            _ => return Ok(missed),
+        match event::parse(raw.get().as_bytes(), settler.username_key()) {
+            Ok(event) => missed.push(event),
+            Err(error) => {
+                report.ignored += 1;
+                metrics::counter!(stats::RECONCILE_EVENTS, "outcome" => "unreadable").increment(1);
+                tracing::warn!(event_id = %id, "listed event not applied: {error}");
+            }
         }
     }
+    Ok((missed, ids.last().cloned()))
 }
 
 fn event_id(raw: &RawValue) -> Result<String, StripeApiError> {

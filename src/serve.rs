@@ -22,15 +22,20 @@ use crate::stripe_api::Retry;
 use crate::stripe_api::StripeApi;
 use crate::{purge, reconcile};
 
-/// Connections for the webhook path (and one each for a purge or a
-/// reconcile while it runs): each event holds one for a few milliseconds, so
-/// 8 absorb Stripe's bursts on a small instance and leave the web app most of
-/// a small database's `max_connections` (Render's smallest plans allow 97).
+/// Connections the instance opens at most, one budget ([`store::Budget`]):
+/// 5 for the webhook path (each event holds one for a few milliseconds, so
+/// they absorb Stripe's bursts on a small instance), 3 for the pool (one
+/// each for a purge or a reconcile while it runs, one for readiness and
+/// look-ups). That leaves the web app most of a small database's
+/// `max_connections` (Render's smallest plans allow 97).
 pub const POOL_SIZE: u32 = 8;
 
 /// Render waits 30 s (`maxShutdownDelaySeconds`) before SIGKILL; in-flight
 /// requests get this long to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+
+/// After the drain, the schedules and connections get this long to stop.
+const WIND_DOWN_LIMIT: Duration = Duration::from_secs(4);
 
 /// How far back a scheduled reconcile looks, as `reconcile` does by default.
 const RECONCILE_SINCE: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -68,11 +73,13 @@ impl ServeConfig {
 }
 
 pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = store::pool(&config.database, POOL_SIZE)?;
+    let budget = store::Budget::of(POOL_SIZE);
+    let pool = store::pool(&config.database, budget.pool)?;
     let metrics = stats::install();
     tokio::spawn(stats::upkeep(metrics.clone()));
     let schema = SchemaReady::default();
-    let store = Store::new(pool.clone(), config.webhook.subscribed_statuses.clone());
+    let store = Store::new(pool.clone(), config.webhook.subscribed_statuses.clone())
+        .with_webhook_connections(budget.webhook);
     let state = AppState {
         store: store.clone(),
         api: config.stripe_api.clone(),
@@ -132,17 +139,31 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
     // Also when the server failed: a purge or reconcile in progress stops
     // between steps and releases its lock before the pool closes.
     shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(2), background).await {
-        Ok(Ok(schedules)) => {
-            for schedule in schedules {
-                schedule.stop().await;
+    // Bounded whatever the database does (a round stuck on a connection
+    // that stopped answering, a pool that waits for it): Render's SIGKILL
+    // comes 30 s after SIGTERM.
+    let wind_down = async {
+        match tokio::time::timeout(Duration::from_secs(2), background).await {
+            Ok(Ok(schedules)) => {
+                for schedule in schedules {
+                    schedule.stop().await;
+                }
             }
+            _ => tracing::warn!("migrations still running at shutdown; abandoned"),
         }
-        _ => tracing::warn!("migrations still running at shutdown; abandoned"),
+        store.close().await;
+        pool.close().await;
+    };
+    if tokio::time::timeout(WIND_DOWN_LIMIT, wind_down)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            limit_s = WIND_DOWN_LIMIT.as_secs(),
+            "a purge or reconcile round, or a database call, still running at shutdown; abandoned"
+        );
     }
-    store.close().await;
     served?;
-    pool.close().await;
     tracing::info!("stopped");
     Ok(())
 }

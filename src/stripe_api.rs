@@ -14,6 +14,8 @@
 //!   requires 20 fields at the top and more in every item and price, and its
 //!   parse errors name no field.
 
+mod http;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,11 +23,13 @@ use bytes::Bytes;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use stripe::{RequestStrategy, StripeError};
 use stripe_client_core::{RequestBuilder, StripeClient, StripeMethod};
 
 use crate::config::{ConfigError, StripeApiConfig};
 use crate::stats;
+use http::{Http, HttpError};
+
+pub use http::MAX_ANSWER_BYTES;
 
 mod operator;
 pub use operator::KeyProbe;
@@ -34,11 +38,15 @@ pub use operator::KeyProbe;
 const PAGE_SIZE: u8 = 100;
 
 /// A client for Stripe's API; cheap to clone. Its `Debug` never shows the
-/// key (async-stripe marks the header sensitive).
+/// key (the header is marked sensitive).
 #[derive(Clone, Debug)]
 pub struct StripeApi {
-    client: stripe::Client,
+    http: Http,
 }
+
+/// Stripe counts its rate limits per second: a `429` is tried again no
+/// sooner than this, and no sooner than its `Retry-After`.
+pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
 
 /// How hard to try one read.
 #[derive(Clone, Copy, Debug)]
@@ -139,27 +147,24 @@ impl StripeApi {
         let Some(key) = &config.secret_key else {
             return Ok(None);
         };
-        let client = stripe::ClientBuilder::new(key.expose_secret())
-            .url(config.api_base.as_str())
-            .request_strategy(RequestStrategy::Once)
-            .app_info(
-                "session-worker",
-                Some(env!("CARGO_PKG_VERSION").into()),
-                None,
-            )
-            .build()
-            .map_err(|error| {
-                let variable = match error {
-                    StripeError::ConfigError(_) => "STRIPE_API_BASE",
-                    _ => "STRIPE_SECRET_KEY",
-                };
-                // The error names the setting's problem, not its value.
-                ConfigError {
-                    variable,
-                    problem: "is not usable by the Stripe client".into(),
-                }
-            })?;
-        Ok(Some(Self { client }))
+        let user_agent = concat!("session-worker/", env!("CARGO_PKG_VERSION"));
+        let http = Http::new(key.expose_secret(), &config.api_base, user_agent).ok_or(
+            // The error names the setting's problem, not its value.
+            ConfigError {
+                variable: "STRIPE_SECRET_KEY",
+                problem: "is not usable in an HTTP header".into(),
+            },
+        )?;
+        if format!("{}v1/events", config.api_base)
+            .parse::<axum::http::Uri>()
+            .is_err()
+        {
+            return Err(ConfigError {
+                variable: "STRIPE_API_BASE",
+                problem: "is not a usable URL".into(),
+            });
+        }
+        Ok(Some(Self { http }))
     }
 
     /// `GET /v1/subscriptions/{id}`: the subscription as the API has it now.
@@ -230,13 +235,14 @@ impl StripeApi {
                         stats::stripe_api(call, outcome);
                         return Err(error);
                     }
-                    Failure::Transient(outcome, last) => {
+                    Failure::Transient(outcome, last, least_pause) => {
                         stats::stripe_api(call, outcome);
-                        last
+                        (last, least_pause)
                     }
                 },
             };
-            let pause = retry.backoff(attempts);
+            let (last, least_pause) = last;
+            let pause = retry.backoff(attempts).max(least_pause);
             // Not worth an attempt: less than this would be left for it.
             let least = Duration::from_millis(50);
             let left = retry.budget.saturating_sub(started.elapsed());
@@ -262,14 +268,13 @@ impl StripeApi {
         &self,
         request: RequestBuilder,
         timeout: Duration,
-    ) -> Result<Bytes, StripeError> {
+    ) -> Result<Bytes, HttpError> {
         let keep = KeepBody {
-            client: &self.client,
+            client: &self.http,
             body: Mutex::new(None),
         };
         request
             .customize::<()>()
-            .request_strategy(RequestStrategy::Once)
             .timeout(timeout)
             .send(&keep)
             .await?;
@@ -277,23 +282,22 @@ impl StripeApi {
     }
 }
 
-/// async-stripe reads answers with miniserde into its generated types; we
-/// want the bytes. `StripeClient::execute` gives them, but a request can only
-/// be built and sent through `customize().send(client)`, so this client
-/// passes the call on, keeps the body, and hands `send` a JSON `null` to read
-/// as `()`.
+/// `customize().send(client)` reads the answer with miniserde into the
+/// request's output type; we want the bytes (read by our own tolerant
+/// types). So this client passes the call on, keeps the body, and hands
+/// `send` a JSON `null` to read as `()`.
 struct KeepBody<'a> {
-    client: &'a stripe::Client,
+    client: &'a Http,
     body: Mutex<Option<Bytes>>,
 }
 
 impl StripeClient for KeepBody<'_> {
-    type Err = StripeError;
+    type Err = HttpError;
 
     async fn execute(
         &self,
-        request: stripe::CustomizedStripeRequest,
-    ) -> Result<Bytes, StripeError> {
+        request: stripe_client_core::CustomizedStripeRequest,
+    ) -> Result<Bytes, HttpError> {
         let body = self.client.execute(request).await?;
         if let Ok(mut kept) = self.body.lock() {
             *kept = Some(body);
@@ -304,29 +308,45 @@ impl StripeClient for KeepBody<'_> {
 
 /// What a failed attempt means for the next one, with its metrics label.
 enum Failure {
-    Transient(&'static str, String),
+    /// Worth another attempt, no sooner than the pause given.
+    Transient(&'static str, String, Duration),
     Lasting(&'static str, StripeApiError),
 }
 
 impl Failure {
-    fn of(error: StripeError) -> Self {
+    fn of(error: HttpError) -> Self {
         match error {
-            StripeError::Stripe(details, status) => {
+            HttpError::Status {
+                status,
+                kind,
+                retry_after,
+            } => {
                 // Stripe's messages for 401/403 quote part of the key: only
                 // the status, type and code are kept.
-                let what = format!(
-                    "{status} {}{}",
-                    details.type_.as_str(),
-                    details
-                        .code
-                        .as_ref()
-                        .map(|code| format!(" ({})", code.as_str()))
-                        .unwrap_or_default()
-                );
+                let what = match &kind {
+                    Some((kind, code)) => format!(
+                        "{status} {kind}{}",
+                        code.as_ref()
+                            .map(|code| format!(" ({code})"))
+                            .unwrap_or_default()
+                    ),
+                    None => {
+                        format!("{status} (an answer that is not Stripe's: a proxy in between?)")
+                    }
+                };
                 match status {
-                    404 => Self::Lasting("not_found", StripeApiError::NotFound(what)),
-                    429 => Self::Transient("rate_limited", what),
-                    409 | 500..=599 => Self::Transient("server_error", what),
+                    404 if kind.is_some() => {
+                        Self::Lasting("not_found", StripeApiError::NotFound(what))
+                    }
+                    429 => Self::Transient(
+                        "rate_limited",
+                        what,
+                        retry_after.unwrap_or_default().max(RATE_LIMIT_PAUSE),
+                    ),
+                    409 | 500..=599 => {
+                        Self::Transient("server_error", what, retry_after.unwrap_or_default())
+                    }
+                    _ if kind.is_none() => Self::Transient("server_error", what, Duration::ZERO),
                     401 | 403 => Self::Lasting(
                         "refused",
                         StripeApiError::Refused(format!(
@@ -336,17 +356,18 @@ impl Failure {
                     _ => Self::Lasting("refused", StripeApiError::Refused(what)),
                 }
             }
-            StripeError::Timeout => Self::Transient("timeout", "timed out".into()),
-            // Connection refused or reset, TLS, a broken body.
-            StripeError::ClientError(message) => Self::Transient("unreachable", message),
-            // Only an error status can reach miniserde here (a success's body
-            // is kept, never parsed by it): an error page that is not
-            // Stripe's, from a proxy or a load balancer.
-            StripeError::JSONDeserialize(_) => Self::Transient(
-                "server_error",
-                "an error answer that is not Stripe's (a proxy in between?)".into(),
+            HttpError::Timeout => Self::Transient("timeout", "timed out".into(), Duration::ZERO),
+            HttpError::Unreachable(message) => {
+                Self::Transient("unreachable", message, Duration::ZERO)
+            }
+            HttpError::TooLarge => Self::Lasting(
+                "too_large",
+                StripeApiError::BadAnswer(format!(
+                    "an answer over {} MiB, refused",
+                    MAX_ANSWER_BYTES / (1024 * 1024)
+                )),
             ),
-            StripeError::ConfigError(message) => {
+            HttpError::Invalid(message) => {
                 Self::Lasting("refused", StripeApiError::Refused(message))
             }
         }

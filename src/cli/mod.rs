@@ -38,7 +38,11 @@ pub fn start_logs(env: &Env) -> Result<(), ExitCode> {
 /// logged and printed.
 pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
-    match runtime.block_on(work) {
+    let result = runtime.block_on(work);
+    // Dropped, a runtime waits for its blocking tasks (a DNS lookup of a
+    // database host that does not answer) for as long as they take.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

@@ -4,7 +4,8 @@
 
 use super::Check;
 use crate::config::{DatabaseConfig, Env};
-use crate::store::{self, IndexState, Store};
+use crate::store::indexes::IndexState;
+use crate::store::{self, Store};
 
 /// `user_sessions` as the contract (and the web app) has it: name and the
 /// `information_schema` types that work.

@@ -5,6 +5,7 @@
 
 use sqlx::PgConnection;
 
+use super::limit::{self, Armed};
 use super::{Store, connections};
 use crate::event::{Action, Event, SubscriptionUpdate};
 
@@ -126,7 +127,9 @@ impl Store {
     ) -> Result<Outcome, sqlx::Error> {
         let call = Call::settled(event, truth);
         let mut lease = self.connections.acquire().await?;
-        let answer = match self.call(lease.connection(), event, &call).await {
+        // Bounded: a connection that stopped answering costs a few seconds,
+        // and the lease, dropped, closes it (never reused).
+        let answer = match limit::within(self.call(lease.connection(), event, &call)).await {
             Ok(answer) => {
                 lease.release();
                 answer
@@ -139,7 +142,7 @@ impl Store {
             Err(error) if lease.unchecked() && connections::connection_lost(&error) => {
                 drop(lease);
                 let mut lease = self.connections.open().await?;
-                let answer = self.call(lease.connection(), event, &call).await?;
+                let answer = limit::within(self.call(lease.connection(), event, &call)).await?;
                 lease.release();
                 answer
             }
@@ -201,14 +204,20 @@ impl Store {
         event_id: &str,
         subscription: &str,
     ) -> Result<Recorded, sqlx::Error> {
-        let (seen, state_created): (bool, Option<i64>) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM sw_events WHERE event_id = $1), \
-                    (SELECT extract(epoch FROM event_created)::bigint \
-                     FROM sw_subscriptions WHERE subscription_id = $2)",
-        )
-        .bind(event_id)
-        .bind(subscription)
-        .fetch_one(&self.pool)
+        let (seen, state_created): (bool, Option<i64>) = limit::within(async {
+            let mut conn = Armed::acquire(&self.pool).await?;
+            let answer = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM sw_events WHERE event_id = $1), \
+                        (SELECT extract(epoch FROM event_created)::bigint \
+                         FROM sw_subscriptions WHERE subscription_id = $2)",
+            )
+            .bind(event_id)
+            .bind(subscription)
+            .fetch_one(conn.connection())
+            .await?;
+            conn.done();
+            Ok(answer)
+        })
         .await?;
         Ok(Recorded {
             seen,

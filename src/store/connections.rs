@@ -15,9 +15,16 @@
 //! ended it within that second, the caller finds out from the error and tries
 //! once more on a new connection ([`Lease::unchecked`], [`connection_lost`],
 //! [`Connections::open`]). Like sqlx's pool, connections are opened on
-//! demand, and closed after ten idle minutes or thirty minutes of life.
+//! demand, and closed after ten idle minutes or thirty minutes of life, by
+//! a task that looks at the idle ones every 30 s, not only when they are
+//! next asked for.
+//!
+//! Every exchange is bounded on the client's side: the check within
+//! [`PING_TIMEOUT`] (a connection that does not answer it is dropped and the
+//! next one tried), the statement within [`super::limit::CALL_TIMEOUT`] (the
+//! caller's), a close within [`CLOSE_TIMEOUT`].
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -28,21 +35,38 @@ use super::ACQUIRE_TIMEOUT;
 
 /// Idle at least this long, a connection is pinged before use.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// A check that takes longer finds a connection that stopped answering (a
+/// partition without a reset): it is dropped, and another one tried, within
+/// [`ACQUIRE_TIMEOUT`].
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// sqlx's defaults for its pool.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// How often idle connections are looked at, at most.
+const REAP_EVERY: Duration = Duration::from_secs(30);
+/// A polite close (the Terminate message) to a server that no longer
+/// answers must not hold anything for long.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(super) struct Connections {
     options: PgConnectOptions,
+    max: u32,
     /// One permit per connection that may be open.
     permits: Semaphore,
     idle: Mutex<Vec<Idle>>,
+    idle_timeout: Duration,
 }
 
 struct Idle {
     connection: PgConnection,
     opened: Instant,
     since: Instant,
+}
+
+impl Idle {
+    fn expired(&self, idle_timeout: Duration) -> bool {
+        self.since.elapsed() >= idle_timeout || self.opened.elapsed() >= MAX_LIFETIME
+    }
 }
 
 /// A connection lent out; it goes back only through [`Lease::release`].
@@ -64,12 +88,26 @@ impl std::fmt::Debug for Connections {
 }
 
 impl Connections {
-    pub(super) fn new(options: PgConnectOptions, max_connections: u32) -> Self {
-        Self {
+    /// At most `max` connections, idle ones closed after `idle_timeout` by
+    /// a task that ends with the last handle (or on [`Connections::close`]).
+    pub(super) fn start(options: PgConnectOptions, max: u32, idle_timeout: Duration) -> Arc<Self> {
+        let connections = Arc::new(Self {
             options,
-            permits: Semaphore::new(max_connections as usize),
+            max,
+            permits: Semaphore::new(max as usize),
             idle: Mutex::new(Vec::new()),
+            idle_timeout,
+        });
+        // Built outside a runtime (never, in the worker), nothing is reaped
+        // but on use, as before.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(reap(Arc::downgrade(&connections)));
         }
+        connections
+    }
+
+    pub(super) fn max(&self) -> u32 {
+        self.max
     }
 
     /// A live connection within [`ACQUIRE_TIMEOUT`], else
@@ -78,14 +116,19 @@ impl Connections {
         within_timeout(async {
             let permit = self.permit().await?;
             while let Some(mut idle) = self.pop_idle() {
-                if idle.since.elapsed() >= IDLE_TIMEOUT || idle.opened.elapsed() >= MAX_LIFETIME {
-                    tokio::spawn(idle.connection.close());
+                if idle.expired(self.idle_timeout) {
+                    tokio::spawn(close(idle.connection));
                     continue;
                 }
                 let unchecked = idle.since.elapsed() < CHECK_AFTER_IDLE;
-                if !unchecked && idle.connection.ping().await.is_err() {
-                    // Gone while idle: dropped; the next one, or a new one.
-                    continue;
+                if !unchecked {
+                    let check = tokio::time::timeout(PING_TIMEOUT, idle.connection.ping()).await;
+                    if !matches!(check, Ok(Ok(()))) {
+                        // Gone, or silent, while idle: dropped (never
+                        // closed politely: it may not answer); the next
+                        // one, or a new one.
+                        continue;
+                    }
                 }
                 return Ok(Lease {
                     connection: idle.connection,
@@ -134,9 +177,49 @@ impl Connections {
         self.permits.close();
         let idle = std::mem::take(&mut *self.idle.lock().expect("never poisoned"));
         for idle in idle {
-            let _ = idle.connection.close().await;
+            close(idle.connection).await;
         }
     }
+
+    /// Takes out the idle connections past their idle time or lifetime.
+    fn expired(&self) -> Vec<PgConnection> {
+        let mut idle = self.idle.lock().expect("never poisoned");
+        let (expired, kept) = std::mem::take(&mut *idle)
+            .into_iter()
+            .partition(|idle| idle.expired(self.idle_timeout));
+        *idle = kept;
+        expired.into_iter().map(|idle| idle.connection).collect()
+    }
+}
+
+/// Closes idle connections past their time until `connections` is gone or
+/// closed.
+async fn reap(connections: Weak<Connections>) {
+    let period = match connections.upgrade() {
+        Some(connections) => (connections.idle_timeout / 2).min(REAP_EVERY),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(connections) = connections.upgrade() else {
+            return;
+        };
+        if connections.permits.is_closed() {
+            return;
+        }
+        let expired = connections.expired();
+        // Not holding the last handle while closing.
+        drop(connections);
+        for connection in expired {
+            close(connection).await;
+        }
+    }
+}
+
+/// Closes `connection` politely, within [`CLOSE_TIMEOUT`]: past it, the
+/// connection is dropped, which closes its socket all the same.
+async fn close(connection: PgConnection) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close()).await;
 }
 
 async fn within_timeout<'a>(
@@ -170,7 +253,7 @@ impl Lease<'_> {
             ..
         } = self;
         if owner.permits.is_closed() {
-            tokio::spawn(connection.close());
+            tokio::spawn(close(connection));
             return;
         }
         owner.idle.lock().expect("never poisoned").push(Idle {

@@ -3,71 +3,66 @@
 
 use std::collections::HashMap;
 
-use super::{MIGRATOR, Store};
+use super::indexes::{self, IndexState};
+use super::{Store, migrate};
 
 /// An index the worker cannot do without, and how to make it again.
-///
-/// The list the worker's migrations build (migrations/*.sql). The lead will
-/// unify it with the migration engineer's list (src/store/indexes.rs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequiredIndex {
     pub name: &'static str,
     /// What it is for, said when it is missing.
     pub purpose: &'static str,
     /// The statement that builds it without blocking the web app.
-    pub create: &'static str,
+    pub create: String,
 }
 
-pub const REQUIRED_INDEXES: &[RequiredIndex] = &[
-    RequiredIndex {
-        name: "user_sessions_username_idx",
-        purpose: "the webhook finds a user's sessions by it",
-        create: "CREATE INDEX CONCURRENTLY user_sessions_username_idx ON user_sessions (username)",
-    },
-    RequiredIndex {
-        name: "user_sessions_expires_at_idx",
-        purpose: "the purge walks expired sessions by it",
-        create: "CREATE INDEX CONCURRENTLY user_sessions_expires_at_idx ON user_sessions (expires_at)",
-    },
-    RequiredIndex {
-        name: "user_sessions_deactivated_idx",
-        purpose: "the purge finds deactivated sessions by it",
-        create: "CREATE INDEX CONCURRENTLY user_sessions_deactivated_idx ON user_sessions (expires_at) WHERE is_active = false",
-    },
-    RequiredIndex {
-        name: "sw_events_pkey",
-        purpose: "it makes each event take effect once",
-        create: "ALTER TABLE sw_events ADD PRIMARY KEY (event_id)",
-    },
-    RequiredIndex {
-        name: "sw_customers_pkey",
-        purpose: "customers are found by id",
-        create: "ALTER TABLE sw_customers ADD PRIMARY KEY (customer_id)",
-    },
-    RequiredIndex {
-        name: "sw_subscriptions_pkey",
-        purpose: "subscriptions are found by id",
-        create: "ALTER TABLE sw_subscriptions ADD PRIMARY KEY (subscription_id)",
-    },
-    RequiredIndex {
-        name: "sw_subscriptions_username_idx",
-        purpose: "a user's subscriptions are summed up by it",
-        create: "CREATE INDEX CONCURRENTLY sw_subscriptions_username_idx ON sw_subscriptions (username)",
-    },
-    RequiredIndex {
-        name: "sw_subscriptions_orphans_idx",
-        purpose: "a checkout finds the subscriptions waiting for their user by it",
-        create: "CREATE INDEX CONCURRENTLY sw_subscriptions_orphans_idx ON sw_subscriptions (customer_id) WHERE username IS NULL",
-    },
+/// The worker's own tables' indexes, built inside their migrations'
+/// transactions (so never left invalid), beside those built `CONCURRENTLY`
+/// ([`indexes::REQUIRED_INDEXES`], which the migrations also repair).
+const WORKER_TABLE_INDEXES: &[(&str, &str, &str)] = &[
+    (
+        "sw_events_pkey",
+        "it makes each event take effect once",
+        "ALTER TABLE sw_events ADD PRIMARY KEY (event_id)",
+    ),
+    (
+        "sw_customers_pkey",
+        "customers are found by id",
+        "ALTER TABLE sw_customers ADD PRIMARY KEY (customer_id)",
+    ),
+    (
+        "sw_subscriptions_pkey",
+        "subscriptions are found by id",
+        "ALTER TABLE sw_subscriptions ADD PRIMARY KEY (subscription_id)",
+    ),
+    (
+        "sw_subscriptions_username_idx",
+        "a user's subscriptions are summed up by it",
+        "CREATE INDEX CONCURRENTLY sw_subscriptions_username_idx ON sw_subscriptions (username)",
+    ),
+    (
+        "sw_subscriptions_orphans_idx",
+        "a checkout finds the subscriptions waiting for their user by it",
+        "CREATE INDEX CONCURRENTLY sw_subscriptions_orphans_idx ON sw_subscriptions (customer_id) WHERE username IS NULL",
+    ),
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IndexState {
-    Valid,
-    /// Left by an interrupted `CREATE INDEX CONCURRENTLY`: not used by
-    /// queries, yet still written to.
-    Invalid,
-    Missing,
+/// Every index `doctor` checks: those the migrations build `CONCURRENTLY`,
+/// then the worker's own tables'.
+pub fn required_indexes() -> Vec<RequiredIndex> {
+    let concurrent = indexes::REQUIRED_INDEXES.iter().map(|index| RequiredIndex {
+        name: index.name,
+        purpose: index.needed_by,
+        create: index.create_sql(),
+    });
+    let own = WORKER_TABLE_INDEXES
+        .iter()
+        .map(|&(name, purpose, create)| RequiredIndex {
+            name,
+            purpose,
+            create: create.to_owned(),
+        });
+    concurrent.chain(own).collect()
 }
 
 /// A column of `user_sessions` as the database has it.
@@ -121,11 +116,10 @@ impl Store {
         .await
     }
 
-    /// Each of [`REQUIRED_INDEXES`] with its state.
-    pub async fn index_states(
-        &self,
-    ) -> Result<Vec<(&'static RequiredIndex, IndexState)>, sqlx::Error> {
-        let names: Vec<&str> = REQUIRED_INDEXES.iter().map(|index| index.name).collect();
+    /// Each of [`required_indexes`] with its state.
+    pub async fn index_states(&self) -> Result<Vec<(RequiredIndex, IndexState)>, sqlx::Error> {
+        let required = required_indexes();
+        let names: Vec<&str> = required.iter().map(|index| index.name).collect();
         let found: HashMap<String, bool> = sqlx::query_as::<_, (String, bool)>(
             "SELECT c.relname::text, i.indisvalid AND i.indisready \
              FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
@@ -136,8 +130,8 @@ impl Store {
         .await?
         .into_iter()
         .collect();
-        Ok(REQUIRED_INDEXES
-            .iter()
+        Ok(required
+            .into_iter()
             .map(|index| {
                 let state = match found.get(index.name) {
                     Some(true) => IndexState::Valid,
@@ -170,7 +164,7 @@ impl Store {
         };
         let mut state = MigrationState::default();
         let mut known = Vec::new();
-        for migration in MIGRATOR.iter() {
+        for migration in migrate::migrator().iter() {
             if migration.migration_type.is_down_migration() {
                 continue;
             }

@@ -4,26 +4,28 @@ mod apply;
 mod connections;
 mod doctor;
 mod events;
+pub mod indexes;
+pub mod limit;
+mod migrate;
 mod purge;
 mod reconcile;
 mod replay;
 mod run_lock;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 use connections::Connections;
+use limit::Armed;
 
 pub use apply::{Outcome, Recorded};
-pub use doctor::{
-    IndexState, MigrationState, REQUIRED_INDEXES, RequiredIndex, SessionColumn, TimeZones,
-};
+pub use doctor::{MigrationState, RequiredIndex, SessionColumn, TimeZones, required_indexes};
 pub use events::{EventFilter, RecordedEvent};
+pub use migrate::MIGRATE_LOCK_KEY;
 pub use purge::{
     Batch, DELETE_BATCH_SQL, DELETE_EVENTS_SQL, DELETE_RANGE_LOCK_TIMEOUT_SQL,
     DELETE_RANGE_SKIP_LOCKED_SQL, Estimate, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress,
@@ -37,32 +39,91 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// No statement of ours should ever take long; one that does is a symptom
 /// (a lock held by the web app, an overloaded server) and is cut off.
+/// (Migrations run without it, on a connection of their own.)
 const STATEMENT_TIMEOUT: &str = "5s";
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+/// An idle pooled connection that does not answer a ping within this is
+/// replaced.
+const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// TCP keepalive on the server's side of each connection, so that the
+/// server ends the session of a worker it can no longer reach (a network
+/// partition) within about a minute instead of the kernel's two hours, and
+/// releases what it held (an advisory lock, a transaction's row locks).
+/// Settable per session since PostgreSQL 9; ignored over a Unix socket.
+const SERVER_KEEPALIVE: [(&str, &str); 3] = [
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+];
+
+/// The instance's connections, one budget: `serve` opens at most
+/// [`Budget::total`] connections to the database, the sqlx pool's and the
+/// webhook path's together (docs/database.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// The sqlx pool: a purge run and a reconcile run hold one each for
+    /// their length (their locks); readiness and look-ups share the rest.
+    pub pool: u32,
+    /// The webhook path's own connections ([`Store::with_webhook_connections`]).
+    pub webhook: u32,
+}
+
+impl Budget {
+    /// What the pool keeps of a budget: one connection per run that may
+    /// hold one (the purge, the reconcile), and one for everything else.
+    pub const POOL_SHARE: u32 = 3;
+
+    /// `total` connections split between the pool and the webhook path
+    /// (at least 2 each).
+    pub const fn of(total: u32) -> Self {
+        let pool = if total >= Self::POOL_SHARE + 2 {
+            Self::POOL_SHARE
+        } else {
+            2
+        };
+        let webhook = if total > pool + 2 { total - pool } else { 2 };
+        Self { pool, webhook }
+    }
+
+    pub const fn total(&self) -> u32 {
+        self.pool + self.webhook
+    }
+}
 
 /// A pool that connects on first use, so that a server started before its
-/// database still starts.
+/// database still starts. `config.options` was parsed at start.
 pub fn pool(config: &DatabaseConfig, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(config.url.expose_secret())?;
-    Ok(pool_with(options, max_connections))
+    Ok(pool_with(config.options.clone(), max_connections))
 }
 
 /// [`pool`] for connection options already parsed.
 pub fn pool_with(options: PgConnectOptions, max_connections: u32) -> PgPool {
-    let options = options
-        .application_name("session-worker")
-        .options([("statement_timeout", STATEMENT_TIMEOUT)]);
+    let mut settings = vec![("statement_timeout", STATEMENT_TIMEOUT)];
+    settings.extend(SERVER_KEEPALIVE);
+    let options = options.application_name("session-worker").options(settings);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // sqlx's own check of an idle connection has no limit but the whole
+        // acquire's: one connection that stopped answering would fail the
+        // acquire instead of being replaced. The same ping, bounded; one
+        // that runs out is closed, and the next (or a new one) tried.
+        .test_before_acquire(false)
+        .before_acquire(|conn, _| {
+            Box::pin(async move {
+                limit::within_limit(IDLE_CHECK_TIMEOUT, conn.ping()).await?;
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options)
 }
 
-/// Applies pending migrations. Safe to run from several instances at once:
-/// the migrator holds an advisory lock while it works.
+/// Applies pending migrations, on a connection of its own with no statement
+/// timeout, and makes sure every index the worker needs is there and valid.
+/// Safe to run from several instances at once (src/store/migrate.rs says how).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    migrate::migrate_with(&pool.connect_options()).await
 }
 
 /// The store of subscription state, and the sessions it keeps in step.
@@ -78,15 +139,38 @@ pub struct Store {
 }
 
 impl Store {
+    /// The store on `pool`, with as many webhook connections as the pool
+    /// may open (tests; `serve` sets its [`Budget`]).
     pub fn new(pool: PgPool, subscribed_statuses: Vec<String>) -> Self {
-        let connections = Connections::new(
-            (*pool.connect_options()).clone(),
-            pool.options().get_max_connections(),
-        );
+        let webhook = pool.options().get_max_connections();
         Self {
+            connections: Connections::start(
+                (*pool.connect_options()).clone(),
+                webhook,
+                connections::IDLE_TIMEOUT,
+            ),
             pool,
-            connections: Arc::new(connections),
             subscribed_statuses: subscribed_statuses.into(),
+        }
+    }
+
+    /// At most `max` connections for the webhook path.
+    pub fn with_webhook_connections(self, max: u32) -> Self {
+        self.with_connections(max, connections::IDLE_TIMEOUT)
+    }
+
+    /// Idle webhook connections closed after `idle` (tests).
+    #[doc(hidden)]
+    pub fn with_webhook_idle_timeout(self, idle: Duration) -> Self {
+        let max = self.connections.max();
+        self.with_connections(max, idle)
+    }
+
+    fn with_connections(self, max: u32, idle: Duration) -> Self {
+        let options = (*self.pool.connect_options()).clone();
+        Self {
+            connections: Connections::start(options, max, idle),
+            ..self
         }
     }
 
@@ -100,8 +184,39 @@ impl Store {
         &self.pool
     }
 
-    /// One round trip: does the database answer?
+    /// One round trip within [`limit::CALL_TIMEOUT`]: does the database
+    /// answer? A connection that did not is closed.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+        limit::within(async {
+            let mut conn = Armed::acquire(&self.pool).await?;
+            sqlx::query("SELECT 1").execute(conn.connection()).await?;
+            conn.done();
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_budget_is_split_between_the_pool_and_the_webhook() {
+        assert_eq!(
+            Budget::of(8),
+            Budget {
+                pool: 3,
+                webhook: 5
+            }
+        );
+        assert_eq!(Budget::of(8).total(), 8);
+        assert_eq!(
+            Budget::of(4),
+            Budget {
+                pool: 2,
+                webhook: 2
+            }
+        );
     }
 }

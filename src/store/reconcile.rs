@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::Store;
+use super::limit::{self, Armed};
 use super::run_lock::RunLock;
 
 /// The reconcile's key for the one-`bigint` form of PostgreSQL's advisory
@@ -21,15 +22,18 @@ impl ReconcileLock {
     /// The lock on a connection of its own, or `None` when another instance
     /// holds it. Never waits for it.
     pub async fn try_lock(store: &Store) -> Result<Option<Self>, sqlx::Error> {
-        Ok(RunLock::try_lock(&store.pool, RECONCILE_LOCK_KEY)
-            .await?
-            .map(Self))
+        // Cut short, the lock's connection is closed, which releases it.
+        Ok(
+            limit::within(RunLock::try_lock(&store.pool, RECONCILE_LOCK_KEY))
+                .await?
+                .map(Self),
+        )
     }
 
     /// Releases the lock, and the connection goes back to the pool (see
     /// [`RunLock::unlock`]).
     pub async fn unlock(self) -> Result<(), sqlx::Error> {
-        self.0.unlock().await
+        limit::within(self.0.unlock()).await
     }
 }
 
@@ -39,11 +43,17 @@ impl Store {
         &self,
         event_ids: &[String],
     ) -> Result<HashSet<String>, sqlx::Error> {
-        let seen: Vec<String> =
-            sqlx::query_scalar("SELECT event_id FROM sw_events WHERE event_id = ANY($1)")
-                .bind(event_ids)
-                .fetch_all(&self.pool)
-                .await?;
+        let seen: Vec<String> = limit::within(async {
+            let mut conn = Armed::acquire(&self.pool).await?;
+            let seen =
+                sqlx::query_scalar("SELECT event_id FROM sw_events WHERE event_id = ANY($1)")
+                    .bind(event_ids)
+                    .fetch_all(conn.connection())
+                    .await?;
+            conn.done();
+            Ok(seen)
+        })
+        .await?;
         Ok(seen.into_iter().collect())
     }
 }

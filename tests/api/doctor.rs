@@ -62,7 +62,7 @@ async fn a_dropped_index_is_named_with_the_statement_that_rebuilds_it(pool: PgPo
     assert!(line.contains("is missing"), "{line}");
     assert!(
         line.contains(
-            "CREATE INDEX CONCURRENTLY user_sessions_expires_at_idx ON user_sessions (expires_at)"
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS user_sessions_expires_at_idx ON user_sessions (expires_at)"
         ),
         "{line}"
     );
