@@ -10,6 +10,7 @@ mod cable;
 mod concurrency;
 mod fake_stripe;
 mod helpers;
+mod hostile;
 mod migrations;
 mod operations;
 mod ordering;
