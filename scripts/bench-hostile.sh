@@ -14,9 +14,13 @@
 # rejected requests. Exits non-zero when a contract figure is missed.
 #
 #   scripts/bench-hostile.sh
+#
+# PROFILE=debug measures the debug build instead; SKIP_BUILD=1 uses what is
+# built already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PROFILE=${PROFILE:-release}
 STALLED=${STALLED:-400}
 HOLD=${HOLD:-12}
 IDLE=${IDLE:-2000}
@@ -24,17 +28,20 @@ BURST=${BURST:-10000}
 target_dir=${CARGO_TARGET_DIR:-target}
 
 if [ -z "${BENCH_HOSTILE_INSIDE:-}" ]; then
-    echo "== build (release): session-worker, example hostile" >&2
-    started=$(date +%s)
-    cargo build --release --quiet --bin session-worker --example hostile
-    echo "   built in $(($(date +%s) - started)) s" >&2
+    if [ -z "${SKIP_BUILD:-}" ]; then
+        echo "== build ($PROFILE): session-worker, example hostile" >&2
+        started=$(date +%s)
+        cargo build --profile "$([ "$PROFILE" = debug ] && echo dev || echo "$PROFILE")" \
+            --quiet --bin session-worker --example hostile
+        echo "   built in $(($(date +%s) - started)) s" >&2
+    fi
     # Always a throwaway server, never the one DATABASE_URL may name.
     exec env -u DATABASE_URL BENCH_HOSTILE_INSIDE=1 scripts/with-postgres.sh "$0" "$@"
 fi
 
 # --- inside scripts/with-postgres.sh: DATABASE_URL, PG_BINDIR are set ---------
 
-bin="$target_dir/release"
+bin="$target_dir/$PROFILE"
 server=${DATABASE_URL%/*}
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-hostile.XXXXXX")
 secret="whsec_bench_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
@@ -86,7 +93,8 @@ rejected_lines=$(grep -c '"webhook rejected' "$work/serve.log" || true)
 busiest_second=$(grep '"webhook rejected' "$work/serve.log" | sed -n 's/.*"timestamp":"\([^".]*\).*/\1/p' |
     sort | uniq -c | sort -rn | head -1 | awk '{print $1}')
 say "== log: $rejected_lines lines about rejected webhooks in all, at most ${busiest_second:-0} in one second"
-say "== log lines of the run: $(wc -l <"$work/serve.log")"
+say "== log lines of the run: $(wc -l <"$work/serve.log"), by message:"
+sed -n 's/.*"message":"\([^":]*\).*/\1/p' "$work/serve.log" | sort | uniq -c | sort -rn | head -8 >&2
 
 kill -0 "$serve_pid" 2>/dev/null || fail "the server died"
 python3 - "$work/results.jsonl" <<'PY' || fail "a contract figure was missed (above)"
