@@ -371,3 +371,51 @@ fn an_api_key_of_the_other_mode_is_an_invalid_stripe_mode() {
         assert!(!stderr.contains("k3yvalue"), "{stderr}");
     }
 }
+
+#[sqlx::test]
+async fn a_flood_of_bad_requests_is_counted_whole_but_logged_a_few_lines_a_second(pool: PgPool) {
+    let server = ready_server(&pool, &[]).await;
+    let http = reqwest::Client::new();
+    let flood = 300;
+    let started = Instant::now();
+    for _ in 0..flood {
+        let response = http
+            .post(format!("{}/webhooks/stripe", server.base))
+            .header("stripe-signature", "t=1,v1=zz")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    assert_eq!(
+        metric(&server, "session_worker_http_rejections_total").await,
+        flood as f64
+    );
+    let lines = server
+        .logs()
+        .iter()
+        .filter(|line| line.contains("webhook rejected"))
+        .count();
+    // Five a second, in windows that need not match the clock's seconds.
+    assert!(
+        lines as u64 <= 5 * (seconds + 1),
+        "{lines} lines in {seconds} s"
+    );
+    // A line of a later window says how many were left out before it.
+    let says_left_out = |logs: Vec<String>| {
+        logs.iter()
+            .any(|line| line.contains("\"left_out\":") && !line.contains("\"left_out\":0"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !says_left_out(server.logs()) {
+        assert!(
+            Instant::now() < deadline,
+            "no line says how many were left out"
+        );
+        let bad = http.post(format!("{}/webhooks/stripe", server.base)).send();
+        assert_eq!(bad.await.unwrap().status(), 400);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
