@@ -8,6 +8,7 @@
 mod binary;
 mod cable;
 mod concurrency;
+mod endpoint_settings;
 mod fake_stripe;
 mod helpers;
 mod hostile;
