@@ -12,6 +12,9 @@ use sqlx::postgres::PgConnectOptions;
 
 mod urls;
 
+mod endpoint;
+pub use endpoint::{MetricsToken, StripeMode};
+
 /// A setting that is missing or cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {problem}")]
@@ -236,6 +239,8 @@ impl StripeApiConfig {
     pub const DEFAULT_API_BASE: &str = "https://api.stripe.com";
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        // A key of the other mode than STRIPE_MODE is refused wherever a key is read.
+        StripeMode::from_env(env)?;
         let secret_key = match env.get("STRIPE_SECRET_KEY") {
             None => None,
             Some(key) => Some(Self::secret_key(key)?),

@@ -26,6 +26,9 @@ pub struct Event {
     pub kind: String,
     /// Unix seconds; Stripe's resolution is one second, so ties happen.
     pub created: i64,
+    /// `livemode`: `None` when the body does not say (checked against
+    /// `STRIPE_MODE`).
+    pub livemode: Option<bool>,
     pub action: Action,
 }
 
@@ -95,6 +98,8 @@ struct RawEvent<'a> {
     #[serde(rename = "type")]
     kind: String,
     created: i64,
+    #[serde(default)]
+    livemode: Option<bool>,
     #[serde(borrow)]
     data: RawData<'a>,
 }
@@ -219,6 +224,7 @@ pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
         id: raw.id,
         kind: raw.kind,
         created: raw.created,
+        livemode: raw.livemode,
         action,
     })
 }
@@ -291,6 +297,9 @@ fn invoice(raw: RawInvoice, username_key: &str) -> InvoiceNote {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use serde_json::json;
 
@@ -318,6 +327,7 @@ mod tests {
         let parsed = parse(&body, "username").unwrap();
         assert_eq!(parsed.id, "evt_1");
         assert_eq!(parsed.created, 1_700_000_000);
+        assert_eq!(parsed.livemode, Some(false));
         assert_eq!(
             parsed.action,
             Action::Checkout(Checkout {

@@ -25,3 +25,9 @@ pub mod stats;
 pub mod store;
 pub mod stripe_api;
 pub mod telemetry;
+
+#[cfg(test)]
+mod test_alloc;
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: test_alloc::Counting = test_alloc::Counting;

@@ -9,10 +9,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    ConfigError, CronSchedule, DatabaseConfig, Env, HttpConfig, PurgeConfig, StripeApiConfig,
-    WebhookConfig, reconcile_schedule,
+    ConfigError, CronSchedule, DatabaseConfig, Env, HttpConfig, MetricsToken, PurgeConfig,
+    StripeApiConfig, StripeMode, WebhookConfig, reconcile_schedule,
 };
-use crate::http::{AppState, SchemaReady, router};
+use crate::http::{AppState, SchemaReady, router, server};
 use crate::schedule::Schedule;
 use crate::settle::Settler;
 use crate::signature::Verifier;
@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub purge: PurgeConfig,
     /// `RECONCILE_SCHEDULE`; set only with `STRIPE_SECRET_KEY`.
     pub reconcile_schedule: Option<CronSchedule>,
+    pub mode: StripeMode,
+    pub metrics_token: Option<MetricsToken>,
 }
 
 impl ServeConfig {
@@ -68,6 +70,8 @@ impl ServeConfig {
             stripe_api,
             purge: PurgeConfig::from_env(env)?,
             reconcile_schedule,
+            mode: StripeMode::from_env(env)?,
+            metrics_token: MetricsToken::from_env(env)?,
         })
     }
 }
@@ -90,6 +94,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         username_key: config.webhook.username_metadata_key.clone().into(),
         schema: schema.clone(),
         metrics,
+        mode: config.mode,
+        metrics_token: config.metrics_token.clone(),
     };
 
     let schedules = Schedules {
@@ -122,9 +128,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         }
     });
 
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let server = server::serve(listener, router(state), shutdown.clone().cancelled_owned());
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_LIMIT).await;

@@ -172,6 +172,7 @@ mod tests {
             id: "evt_1".into(),
             kind: "x".into(),
             created,
+            livemode: None,
             action,
         }
     }

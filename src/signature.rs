@@ -19,12 +19,16 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum SignatureError {
     #[error("missing Stripe-Signature header")]
     MissingHeader,
+    #[error("Stripe-Signature header is not ASCII")]
+    NotAscii,
     #[error("Stripe-Signature header has no timestamp (t=)")]
     MissingTimestamp,
     #[error("Stripe-Signature header has a timestamp that is not a number")]
     InvalidTimestamp,
     #[error("Stripe-Signature header has no v1 signature")]
     MissingV1,
+    #[error("Stripe-Signature header has no v1 signature of 64 hex digits")]
+    MalformedV1,
     #[error("timestamp outside the tolerance window")]
     Stale,
     #[error("no v1 signature matches")]
@@ -36,39 +40,62 @@ impl SignatureError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::MissingHeader => "missing_header",
+            Self::NotAscii => "not_ascii",
             Self::MissingTimestamp => "missing_timestamp",
             Self::InvalidTimestamp => "invalid_timestamp",
             Self::MissingV1 => "missing_v1",
+            Self::MalformedV1 => "malformed_v1",
             Self::Stale => "stale",
             Self::Mismatch => "mismatch",
         }
     }
 }
 
-/// The parts of a `Stripe-Signature` header that we use.
+/// The parts of a `Stripe-Signature` header that we use: what can be known
+/// before the body is read, so that a request without a plausible header is
+/// refused without reading its body.
 #[derive(Debug, PartialEq, Eq)]
-struct SignatureHeader<'a> {
+pub struct SignatureHeader<'a> {
     timestamp: i64,
     /// As written in the header: that text is what was signed.
     timestamp_text: &'a str,
-    /// Decoded `v1` values; values that are not 32 bytes of hex can never
-    /// match and are dropped.
+    /// Decoded `v1` values of 64 hex digits; others can never match.
     v1: Vec<[u8; 32]>,
 }
 
-fn parse_header(header: &str) -> Result<SignatureHeader<'_>, SignatureError> {
+impl SignatureHeader<'_> {
+    /// The signed timestamp, unix seconds.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+}
+
+/// Reads a header's raw bytes, `None` when absent: comma-separated
+/// `key=value` items (spaces and tabs around an item ignored), the first
+/// `t=` of decimal digits, at least one `v1=` of 64 hex digits. Other keys
+/// (`v0`, schemes we do not know) are ignored, as Stripe's libraries do.
+pub fn parse_header(header: Option<&[u8]>) -> Result<SignatureHeader<'_>, SignatureError> {
+    let header = header.ok_or(SignatureError::MissingHeader)?;
+    // A header value may hold obs-text (bytes >= 0x80); no Stripe header does.
+    let header = std::str::from_utf8(header)
+        .ok()
+        .filter(|text| text.is_ascii())
+        .ok_or(SignatureError::NotAscii)?;
     let mut timestamp = None;
     let mut saw_v1 = false;
     let mut v1 = Vec::new();
     for item in header.split(',') {
-        let Some((key, value)) = item.trim().split_once('=') else {
+        let Some((key, value)) = item.trim_matches([' ', '\t']).split_once('=') else {
             continue;
         };
         match key {
             "t" if timestamp.is_none() => {
+                let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
                 let seconds = value
                     .parse::<i64>()
-                    .map_err(|_| SignatureError::InvalidTimestamp)?;
+                    .ok()
+                    .filter(|_| digits)
+                    .ok_or(SignatureError::InvalidTimestamp)?;
                 timestamp = Some((seconds, value));
             }
             "v1" => {
@@ -78,20 +105,19 @@ fn parse_header(header: &str) -> Result<SignatureHeader<'_>, SignatureError> {
                     v1.push(bytes);
                 }
             }
-            // v0 (test-mode legacy) and schemes we do not know are ignored,
-            // as Stripe's own libraries do.
             _ => {}
         }
     }
     let (timestamp, timestamp_text) = timestamp.ok_or(SignatureError::MissingTimestamp)?;
-    if !saw_v1 {
-        return Err(SignatureError::MissingV1);
+    match (saw_v1, v1.is_empty()) {
+        (false, _) => Err(SignatureError::MissingV1),
+        (true, true) => Err(SignatureError::MalformedV1),
+        (true, false) => Ok(SignatureHeader {
+            timestamp,
+            timestamp_text,
+            v1,
+        }),
     }
-    Ok(SignatureHeader {
-        timestamp,
-        timestamp_text,
-        v1,
-    })
 }
 
 /// Checks `Stripe-Signature` headers against the configured secrets.
@@ -131,7 +157,16 @@ impl Verifier {
         body: &[u8],
         now: i64,
     ) -> Result<i64, SignatureError> {
-        let header = parse_header(header.ok_or(SignatureError::MissingHeader)?)?;
+        self.verify_parsed(&parse_header(header.map(str::as_bytes))?, body, now)
+    }
+
+    /// [`Verifier::verify`] for a header already read by [`parse_header`].
+    pub fn verify_parsed(
+        &self,
+        header: &SignatureHeader<'_>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<i64, SignatureError> {
         let matched = self.keyed.iter().any(|keyed| {
             let expected = digest(keyed.clone(), header.timestamp_text, body);
             // Every candidate is compared in full so the time taken does not
@@ -170,6 +205,9 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     let signature = digest(keyed_mac(secret), &timestamp.to_string(), body);
     format!("t={timestamp},v1={}", hex::encode(signature))
 }
+
+#[cfg(test)]
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -279,7 +317,15 @@ mod tests {
         );
         assert_eq!(
             v.verify(Some(&format!("t={T},v1=nothex")), BODY, T),
-            Err(SignatureError::Mismatch)
+            Err(SignatureError::MalformedV1)
+        );
+        assert_eq!(
+            v.verify(Some(&format!("t=-{T},v1={EXPECTED}")), BODY, T),
+            Err(SignatureError::InvalidTimestamp)
+        );
+        assert_eq!(
+            parse_header(Some(format!("t={T},v1={EXPECTED},x=\u{e9}").as_bytes())),
+            Err(SignatureError::NotAscii)
         );
         assert_eq!(
             v.verify(Some(""), BODY, T),

@@ -22,6 +22,9 @@ pub const STRIPE_API_REQUESTS: &str = "session_worker_stripe_api_requests_total"
 pub const RECONCILE_RUNS: &str = "session_worker_reconcile_runs_total";
 pub const RECONCILE_EVENTS: &str = "session_worker_reconcile_events_total";
 pub const LAST_PURGE_SUCCESS: &str = "session_worker_last_purge_success_timestamp_seconds";
+pub const REJECTIONS: &str = "session_worker_http_rejections_total";
+pub const CONNECTIONS_OPEN: &str = "session_worker_http_connections_open";
+pub const CONNECTIONS_TIMED_OUT: &str = "session_worker_http_header_timeouts_total";
 
 /// Seconds; a webhook is a few milliseconds when all is well and is cut off
 /// at 4.5 s.
@@ -96,6 +99,15 @@ fn describe() {
         RECONCILE_EVENTS,
         "Events listed by reconcile, by outcome (applied, already_seen, stale, unknown_user, ignored, unreadable)"
     );
+    describe_counter!(
+        REJECTIONS,
+        "HTTP requests refused before any effect, by reason (signature reasons, too_large, body_timeout, body_unreadable, busy, not_an_event, metrics_unauthorized)"
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "HTTP connections open now");
+    describe_counter!(
+        CONNECTIONS_TIMED_OUT,
+        "HTTP connections closed because a request head was not received within 10 s"
+    );
     describe_counter!(SESSIONS_PURGED, "Sessions deleted by the purge");
     describe_counter!(
         PURGE_RUNS,
@@ -128,4 +140,18 @@ pub fn applied(sessions_updated: u64, sessions_skipped: u64) {
 /// Records one attempt at a Stripe API call.
 pub fn stripe_api(call: &'static str, outcome: &'static str) {
     metrics::counter!(STRIPE_API_REQUESTS, "call" => call, "outcome" => outcome).increment(1);
+}
+
+/// A request refused before it had any effect (every one is counted; only
+/// some are logged).
+pub fn rejection(reason: &'static str) {
+    metrics::counter!(REJECTIONS, "reason" => reason).increment(1);
+}
+
+pub fn connections_open(open: usize) {
+    metrics::gauge!(CONNECTIONS_OPEN).set(open as f64);
+}
+
+pub fn header_timeout() {
+    metrics::counter!(CONNECTIONS_TIMED_OUT).increment(1);
 }

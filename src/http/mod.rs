@@ -2,28 +2,36 @@
 
 mod error;
 mod health;
+mod intake;
+mod quiet;
+pub mod server;
 mod webhook;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
 use axum::http::Request;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::ServiceBuilderExt;
 use tower_http::request_id::MakeRequestUuid;
+use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::config::{MetricsToken, StripeMode};
 use crate::signature::Verifier;
 use crate::store::Store;
 use crate::stripe_api::StripeApi;
 
 pub use error::ApiError;
+pub use intake::MAX_BODY_BYTES;
 
-/// Stripe's events are a few KB; anything near this is not one of them.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A request body not whole this long after its head is answered 408 (the
+/// head itself has as long: [`server::HEADER_TIMEOUT`]).
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -35,6 +43,10 @@ pub struct AppState {
     pub username_key: Arc<str>,
     pub schema: SchemaReady,
     pub metrics: PrometheusHandle,
+    /// `STRIPE_MODE`: events of the other mode are recorded, not applied.
+    pub mode: StripeMode,
+    /// `METRICS_TOKEN`: when set, `/metrics` needs it.
+    pub metrics_token: Option<MetricsToken>,
 }
 
 /// Set once migrations are applied; until then webhooks and `/readyz` answer
@@ -70,13 +82,17 @@ pub fn router(state: AppState) -> Router {
                 .and_then(|id| id.to_str().ok())
                 .unwrap_or_default();
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
-        .propagate_x_request_id();
+        })
+        // Handlers log their own failures once; a line per 5xx here would
+        // double them, and under a flood of shed requests flood the log.
+        .on_failure(()))
+        .propagate_x_request_id()
+        .layer(RequestBodyDeadlineLayer::new(BODY_DEADLINE));
 
     Router::new()
         .route(
             "/webhooks/stripe",
-            post(webhook::receive).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+            post(webhook::receive).layer(Extension(Arc::new(intake::BodyBudget::default()))),
         )
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))

@@ -1,19 +1,20 @@
-//! `POST /webhooks/stripe`: raw bytes -> signature -> event -> [the
-//! subscription from Stripe's API, when a key is set and the event needs it]
-//! -> store -> answer.
+//! `POST /webhooks/stripe`: signature header -> raw bytes -> signature ->
+//! event -> [the subscription from Stripe's API, when a key is set and the
+//! event needs it] -> store -> answer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::intake::{BodyBudget, BodyError};
+use super::{ApiError, AppState, quiet};
 use crate::settle::{SettleError, Settler};
-use crate::store::Outcome;
+use crate::signature::parse_header;
+use crate::store::{Outcome, WRONG_MODE};
 use crate::stripe_api::Retry;
 use crate::{event, stats};
 
@@ -26,40 +27,76 @@ const DEADLINE: Duration = Duration::from_millis(4500);
 /// Label for calls refused before their type is known.
 const UNKNOWN_TYPE: &str = "unknown";
 
+/// Head (signature header, declared size) -> body, once there is room for
+/// it -> signature -> event -> mode -> store -> answer. A request refused
+/// on its head is answered without its body being read.
 pub async fn receive(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Extension(budget): Extension<Arc<BodyBudget>>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
-    let rejected = |status: StatusCode, message: String, event_type: &str| {
-        tracing::warn!(%status, event_type, latency_ms = ms(started), "webhook rejected: {message}");
-        stats::webhook(event_type, "rejected", started.elapsed());
+    let rejected = |status: StatusCode, reason: &'static str, message: String| {
+        stats::rejection(reason);
+        stats::webhook(UNKNOWN_TYPE, "rejected", started.elapsed());
+        if let Some(left_out) = quiet::REFUSALS.admit() {
+            tracing::warn!(%status, reason, left_out, latency_ms = ms(started), "webhook rejected: {message}");
+        }
         ApiError::new(status, message)
     };
 
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body larger than 1 MiB"
-        } else {
-            "could not read the body"
-        };
-        rejected(status, message.to_owned(), UNKNOWN_TYPE)
+    let (head, body) = request.into_parts();
+    let header = parse_header(
+        head.headers
+            .get("stripe-signature")
+            .map(|value| value.as_bytes()),
+    )
+    .map_err(|error| {
+        stats::signature_failure(error.reason());
+        rejected(StatusCode::BAD_REQUEST, error.reason(), error.to_string())
     })?;
 
-    let header = headers
-        .get("stripe-signature")
-        .and_then(|value| value.to_str().ok());
+    let body = budget.read(body).await.map_err(|error| {
+        let (status, reason, message) = match error {
+            BodyError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "body larger than 1 MiB",
+            ),
+            BodyError::TimedOut => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "body not received in time",
+            ),
+            BodyError::Unreadable => (
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "could not read the body",
+            ),
+            BodyError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many requests in progress; retry later",
+            ),
+        };
+        rejected(status, reason, message.to_owned())
+    })?;
+
     app.verifier
-        .verify(header, &body, chrono::Utc::now().timestamp())
+        .verify_parsed(&header, &body.bytes, chrono::Utc::now().timestamp())
         .map_err(|error| {
             stats::signature_failure(error.reason());
-            rejected(StatusCode::BAD_REQUEST, error.to_string(), UNKNOWN_TYPE)
+            rejected(StatusCode::BAD_REQUEST, error.reason(), error.to_string())
         })?;
 
-    let event = event::parse(&body, &app.username_key)
-        .map_err(|error| rejected(StatusCode::BAD_REQUEST, error.to_string(), UNKNOWN_TYPE))?;
+    let event = event::parse(&body.bytes, &app.username_key)
+        .map_err(|error| rejected(StatusCode::BAD_REQUEST, "not_an_event", error.to_string()))?;
+    // The event is all that is needed from here: the body's room goes back.
+    drop(body);
+
+    if !app.mode.admits(event.livemode) {
+        return record_wrong_mode(&app, &event, started).await;
+    }
 
     let outcome = apply(&app, &event).await.inspect_err(|_| {
         stats::webhook(&event.kind, "failed", started.elapsed());
@@ -88,6 +125,41 @@ pub async fn receive(
     Ok(Json(
         json!({ "received": true, "outcome": outcome.as_str() }),
     ))
+}
+
+/// An event of the other mode than `STRIPE_MODE`: recorded, answered 200 so
+/// that Stripe does not deliver it again, and nothing else.
+async fn record_wrong_mode(
+    app: &AppState,
+    event: &event::Event,
+    started: Instant,
+) -> Result<Json<Value>, ApiError> {
+    if !app.schema.is_set() {
+        return Err(ApiError::unavailable());
+    }
+    match tokio::time::timeout(DEADLINE, app.store.record_wrong_mode(event)).await {
+        Ok(Ok(())) => {}
+        failed => {
+            let failure = match failed {
+                Ok(Err(error)) => error.to_string(),
+                _ => "database too slow or unavailable".to_owned(),
+            };
+            stats::webhook(&event.kind, "failed", started.elapsed());
+            tracing::error!(event_id = %event.id, event_type = %event.kind, "wrong-mode event not recorded: {failure}");
+            return Err(ApiError::unavailable());
+        }
+    }
+    stats::webhook(&event.kind, WRONG_MODE, started.elapsed());
+    tracing::info!(
+        event_id = %event.id,
+        event_type = %event.kind,
+        outcome = WRONG_MODE,
+        livemode = event.livemode,
+        stripe_mode = app.mode.as_str(),
+        latency_ms = ms(started),
+        "webhook"
+    );
+    Ok(Json(json!({ "received": true, "outcome": WRONG_MODE })))
 }
 
 /// Runs the store's transaction on its own task, so that an answer given at

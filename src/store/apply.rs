@@ -267,6 +267,7 @@ mod tests {
             id: "evt_1".into(),
             kind: "x".into(),
             created: 1,
+            livemode: None,
             action,
         }
     }

@@ -11,6 +11,7 @@ mod purge;
 mod reconcile;
 mod replay;
 mod run_lock;
+mod wrong_mode;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use purge::{
     RowLocks, is_statement_timeout,
 };
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
+pub use wrong_mode::WRONG_MODE;
 
 /// How long a request may wait for a pooled connection before the database
 /// counts as unavailable (the webhook answers 503 within 5 s).

@@ -102,7 +102,12 @@ impl Server {
             base: format!("http://{address}"),
             logs,
             reader: Some(reader),
-            http: reqwest::Client::new(),
+            // The server closes a connection idle for 10 s (a request head
+            // must come within 10 s): never reuse one that may be closing.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
         }
     }
 
@@ -143,6 +148,10 @@ impl Server {
         let response = self.webhook(event).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
     }
 
     pub fn terminate(&self) {

@@ -28,6 +28,8 @@ pub fn state(pool: PgPool) -> AppState {
         username_key: "username".into(),
         schema: SchemaReady::already(),
         metrics: session_worker::stats::install(),
+        mode: Default::default(),
+        metrics_token: None,
     }
 }
 
