@@ -37,15 +37,18 @@ SOAK_GRACE=${SOAK_GRACE:-180}
 SOAK_SEED=${SOAK_SEED:-1}
 target_dir=${CARGO_TARGET_DIR:-target}
 SOAK_BIN=${SOAK_BIN:-$target_dir/release/session-worker}
-client="$target_dir/release/examples/soak"
+# The client is built in the dev profile: examples pull in the
+# dev-dependencies, whose release build would cost minutes more, and the
+# client has little to do (a few hundred requests a second).
+client="$target_dir/debug/examples/soak"
 
 if [ -z "${SOAK_INSIDE:-}" ]; then
     if [ ! -x "$SOAK_BIN" ]; then
         echo "== build (release): session-worker" >&2
         cargo build --release --quiet --bin session-worker
     fi
-    echo "== build (release): the soak client (examples/soak)" >&2
-    cargo build --release --quiet --example soak
+    echo "== build (dev): the soak client (examples/soak)" >&2
+    cargo build --quiet --example soak
     export SOAK_BIN SOAK_STARTED=$(date +%s)
     # Always a throwaway server (it is stopped on purpose), never the one
     # DATABASE_URL may name.
@@ -60,6 +63,11 @@ pg_ctl="$PG_BINDIR/pg_ctl -D $datadir"
 # with-postgres.sh runs the server as postgres when we are root.
 [ "$(id -u)" -ne 0 ] || pg_ctl="runuser -u postgres -- $pg_ctl"
 server=${DATABASE_URL%/*}
+# with-postgres.sh turns synchronous_commit off for speed; then a crash
+# (pg_ctl stop -m immediate) loses commits already acknowledged, which would
+# show here as lost events and sessions that are no fault of the worker's.
+# fsync stays off: a process crash keeps what reached the kernel.
+sql "$DATABASE_URL" -c "ALTER SYSTEM SET synchronous_commit = on" -c "SELECT pg_reload_conf()" >/dev/null
 sql "$DATABASE_URL" -c "CREATE DATABASE soak"
 work=$(mktemp -d "${TMPDIR:-/tmp}/soak.XXXXXX")
 cleanup() {

@@ -32,6 +32,9 @@ CREATE TRIGGER soak_count_write AFTER INSERT OR UPDATE ON sw_subscriptions
     FOR EACH ROW EXECUTE FUNCTION soak_count_write();
 "#;
 
+/// What Python's `json.dumps` writes for a lone surrogate (webapp.rs).
+const LONE_SURROGATE: &str = r"\ud800";
+
 /// The worker's keys in `session_data`; every other key is the app's.
 const WORKER_KEYS: [&str; 3] = ["subscribed", "subscription_status", "subscription"];
 
@@ -48,6 +51,9 @@ pub struct Verdict {
     /// The same JSON values, not the same text (number forms, escapes, key order).
     pub sessions_reformatted: Vec<String>,
     pub logouts_undone: usize,
+    /// Sessions with wrong worker keys whose data holds a lone surrogate
+    /// (which `jsonb` refuses): tells that cause from the others.
+    pub surrogate_sessions_wrong: usize,
     /// Short-lived and logged-out sessions the purge removed.
     pub purged: usize,
     pub purgeable: usize,
@@ -217,7 +223,11 @@ fn check_session(
     if keys.is_empty() && !(session.seeded && expected.is_some()) {
         return;
     }
-    if let Some(why) = worker_keys_wrong(&keys, expected.as_ref()) {
+    if let Some(mut why) = worker_keys_wrong(&keys, expected.as_ref()) {
+        if session.data.contains(LONE_SURROGATE) {
+            why.push_str(" (this session's data holds a lone surrogate)");
+            verdict.surrogate_sessions_wrong += 1;
+        }
         verdict
             .wrong_users
             .entry(session.user)

@@ -270,6 +270,10 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
             verdict.wrong_users.len().to_string(),
         ),
         (
+            "  of them, sessions holding a lone surrogate",
+            verdict.surrogate_sessions_wrong.to_string(),
+        ),
+        (
             "web-app writes",
             format!(
                 "{} sessions made, {} logins extended, {} logouts, {} failed (database away)",
