@@ -18,7 +18,7 @@
 #   SOAK_KINDS    which kinds, comma-separated (kill9,pg-fast,sigterm,blackhole,pg-immediate)
 #   SOAK_GRACE    seconds after the window during which deliveries are still retried (180)
 #   SOAK_SEED     seed of the events and of the delivery order (1)
-#   SOAK_BIN      the session-worker binary (target/release/session-worker, built when missing)
+#   SOAK_BIN      the session-worker binary (default: target/release/session-worker, built first)
 #   SOAK_KEEP     a folder to keep the instances' and PostgreSQL's logs in
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,7 @@ SOAK_KINDS=${SOAK_KINDS:-kill9,pg-fast,sigterm,blackhole,pg-immediate}
 SOAK_GRACE=${SOAK_GRACE:-180}
 SOAK_SEED=${SOAK_SEED:-1}
 target_dir=${CARGO_TARGET_DIR:-target}
+given_bin=${SOAK_BIN:-}
 SOAK_BIN=${SOAK_BIN:-$target_dir/release/session-worker}
 # The client is built in the dev profile: examples pull in the
 # dev-dependencies, whose release build would cost minutes more, and the
@@ -43,7 +44,9 @@ SOAK_BIN=${SOAK_BIN:-$target_dir/release/session-worker}
 client="$target_dir/debug/examples/soak"
 
 if [ -z "${SOAK_INSIDE:-}" ]; then
-    if [ ! -x "$SOAK_BIN" ]; then
+    # Built (a no-op when up to date) unless given: a stale binary would
+    # soak yesterday's code.
+    if [ -z "$given_bin" ]; then
         echo "== build (release): session-worker" >&2
         cargo build --release --quiet --bin session-worker
     fi
