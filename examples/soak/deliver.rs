@@ -99,6 +99,8 @@ pub struct Figures {
     pub given_up: u64,
     first_try: Vec<Option<Instant>>,
     first_ok: Vec<Option<Instant>>,
+    /// When each instance answered 2xx, in order.
+    ok_at: Vec<Vec<Instant>>,
 }
 
 impl Figures {
@@ -112,6 +114,12 @@ impl Figures {
             .filter_map(|(i, (tried, ok))| Some((ok.as_ref()?.duration_since(*tried.as_ref()?), i)))
             .max()
             .map(|(wait, i)| (wait, plan.events[i].id.clone()))
+    }
+
+    /// The first 2xx from `instance` at or after `after`.
+    pub fn first_ok_after(&self, instance: usize, after: Instant) -> Option<Instant> {
+        let times = self.ok_at.get(instance)?;
+        times.get(times.partition_point(|at| *at < after)).copied()
     }
 
     pub fn never_ok(&self) -> usize {
@@ -151,6 +159,7 @@ pub async fn run(
         figures: Mutex::new(Figures {
             first_try: vec![None; plan.events.len()],
             first_ok: vec![None; plan.events.len()],
+            ok_at: vec![Vec::new(); addrs.len()],
             ..Figures::default()
         }),
         plan,
@@ -237,8 +246,10 @@ async fn worker(
             *figures.outcomes.entry(outcome).or_default() += 1;
         }
         if ok {
+            let now = Instant::now();
+            figures.ok_at[instance].push(now);
             if figures.first_ok[job.event].is_none() {
-                figures.first_ok[job.event] = Some(Instant::now());
+                figures.first_ok[job.event] = Some(now);
             }
             shared.outstanding.fetch_sub(1, Ordering::AcqRel);
         } else if Instant::now() >= shared.give_up_at {

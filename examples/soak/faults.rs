@@ -127,6 +127,9 @@ pub struct Played {
     pub count: std::collections::BTreeMap<&'static str, usize>,
     /// SIGTERMs that did not end in exit 0 within Render's grace.
     pub unclean_exits: usize,
+    /// Each fault and when it ended (the instance restarted, PostgreSQL
+    /// started, the hole healed).
+    pub ended: Vec<(Fault, Instant)>,
 }
 
 pub async fn play(
@@ -162,6 +165,7 @@ pub async fn play(
         );
         println!("soak: fault {line}");
         played.lines.push(line);
+        played.ended.push((fault, Instant::now()));
         *played.count.entry(fault.name()).or_default() += 1;
     }
     played

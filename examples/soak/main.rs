@@ -239,6 +239,20 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     }
     let worst = figures.worst_wait(&plan);
     let all_ok = figures.never_ok() == 0;
+    let recoveries = recoveries(&figures, &played, started);
+    let slowest = recoveries
+        .iter()
+        .filter_map(|(_, secs)| *secs)
+        .fold(0.0, f64::max);
+    println!("soak: recoveries:");
+    for (line, _) in &recoveries {
+        println!("soak:   {line}");
+    }
+    let stuck: Vec<String> = recoveries
+        .iter()
+        .filter(|(_, secs)| secs.is_some_and(|secs| secs > RECOVERY_LIMIT.as_secs_f64()))
+        .map(|(line, _)| line.clone())
+        .collect();
     let rows = [
         ("events generated", plan.events.len().to_string()),
         ("users", users.to_string()),
@@ -304,6 +318,10 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
                 None => "-".to_string(),
             },
         ),
+        (
+            "LONGEST RECOVERY, fault over to the instance's next 2xx",
+            format!("{slowest:.1} s (limit {RECOVERY_LIMIT:?})"),
+        ),
         ("instance exits nobody planned", unplanned.len().to_string()),
         (
             "SIGTERM exits not clean within 30 s",
@@ -343,8 +361,12 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         &verdict.sessions_reformatted,
     );
     show("unplanned exits", &unplanned);
+    show(
+        "recoveries over the limit (an instance that does not apply again)",
+        &stuck,
+    );
 
-    let passed = verdict.passed() && all_ok;
+    let passed = verdict.passed() && all_ok && stuck.is_empty();
     println!(
         "soak: {}",
         if passed {
@@ -354,6 +376,36 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         }
     );
     Ok(passed)
+}
+
+/// Once a fault is over (PostgreSQL started, the hole healed, the instance
+/// restarted), each instance must apply webhooks again without a restart:
+/// on these loaded machines that takes seconds; a minute means it is stuck.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+
+/// For each fault and instance: "<fault> over at +T s: A" and the seconds
+/// to that instance's next 2xx (`None` when no delivery came its way).
+fn recoveries(
+    figures: &deliver::Figures,
+    played: &faults::Played,
+    started: Instant,
+) -> Vec<(String, Option<f64>)> {
+    let mut all = Vec::new();
+    for (fault, ended) in &played.ended {
+        for (n, name) in ["A", "B"].iter().enumerate() {
+            let secs = figures
+                .first_ok_after(n, *ended)
+                .map(|ok| ok.duration_since(*ended).as_secs_f64());
+            let line = format!(
+                "{} over at +{:.1} s: instance {name} answered 2xx again after {}",
+                fault.name(),
+                ended.duration_since(started).as_secs_f64(),
+                secs.map_or("-".to_string(), |s| format!("{s:.1} s"))
+            );
+            all.push((line, secs));
+        }
+    }
+    all
 }
 
 /// The first few of a list, when there is any.
