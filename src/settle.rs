@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::event::{self, Action, Event, SubscriptionUpdate};
-use crate::store::{Outcome, Recorded, Store};
+use crate::store::{Outcome, Recorded, Store, Truth};
 use crate::stripe_api::{Retry, StripeApi, StripeApiError};
 
 /// What to learn from the API before applying an event.
@@ -98,13 +98,25 @@ impl Settler {
     /// [`decide`] asks for it. API calls are retried as `retry` says; when
     /// they still fail, nothing is recorded and the error says so (the
     /// webhook answers 503 and Stripe delivers again).
+    ///
+    /// The API's answer is applied only if the subscription's state is still
+    /// the one read here before the call (the store compares and sets): an
+    /// event recorded while the call was in flight may be newer than the
+    /// answer, and then the payload goes under the ordering rules instead.
     pub async fn apply(&self, event: &Event, retry: &Retry) -> Result<Outcome, SettleError> {
         let truth = match (&self.api, candidate(event)) {
             (Some(api), Some(subscription)) => {
                 let recorded = self.store.recorded(&event.id, subscription).await?;
                 match decide(event, &recorded) {
                     Settlement::Payload => None,
-                    Settlement::Fetch(id) => self.fetch(api, event, &id, retry).await?,
+                    Settlement::Fetch(id) => {
+                        self.fetch(api, event, &id, retry)
+                            .await?
+                            .map(|subscription| Truth {
+                                subscription,
+                                state_event: recorded.state_event,
+                            })
+                    }
                 }
             }
             _ => None,
@@ -179,6 +191,7 @@ mod tests {
         Recorded {
             seen,
             state_created,
+            state_event: state_created.map(|created| format!("evt_{created}")),
         }
     }
 

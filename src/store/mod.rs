@@ -16,7 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::config::DatabaseConfig;
 use connections::Connections;
 
-pub use apply::{Outcome, Recorded};
+pub use apply::{Outcome, Recorded, Truth};
 pub use purge::{DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress};
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
 
