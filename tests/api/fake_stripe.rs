@@ -2,7 +2,8 @@
 //! Stripe's documented shapes: `GET /v1/events` (filters `types[]`,
 //! `created[gte]`, pagination with `limit` and `starting_after`, newest
 //! first) and `GET /v1/subscriptions/{id}`. It checks the key, counts every
-//! request, and can answer 429 (with `Retry-After`), 500, or slowly.
+//! request, and can answer 429 (with `Retry-After`), 500, slowly, or only
+//! once the test lets it ([`FakeStripe::hold`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,17 +49,24 @@ struct Data {
     /// Used up one per request, before `always`.
     next: VecDeque<Trouble>,
     always: Option<Trouble>,
+    /// While true, answers wait (after the request is counted).
+    held: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 #[derive(Clone)]
 pub struct FakeStripe {
     pub base: String,
     data: Arc<Mutex<Data>>,
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FakeStripe {
     pub async fn start() -> Self {
-        let data = Arc::new(Mutex::new(Data::default()));
+        let (gate, held) = tokio::sync::watch::channel(false);
+        let data = Arc::new(Mutex::new(Data {
+            held: Some(held),
+            ..Data::default()
+        }));
         let app = Router::new()
             .route("/v1/events", get(list_events))
             .route("/v1/subscriptions/{id}", get(retrieve_subscription))
@@ -66,7 +74,21 @@ impl FakeStripe {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { base, data }
+        Self {
+            base,
+            data,
+            gate: Arc::new(gate),
+        }
+    }
+
+    /// Every answer from now on waits (the request is counted first) until
+    /// [`FakeStripe::release`]: a call the test knows to be in flight.
+    pub fn hold(&self) {
+        self.gate.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.gate.send_replace(false);
     }
 
     /// A client for this fake, as `serve` and `reconcile` build it.
@@ -127,7 +149,7 @@ async fn intake(
     path: String,
     query: String,
 ) -> Option<Response> {
-    let trouble = {
+    let (trouble, held) = {
         let mut data = data.lock().unwrap();
         data.requests.push(Seen {
             path,
@@ -137,8 +159,12 @@ async fn intake(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         });
-        data.next.pop_front().or(data.always)
+        (data.next.pop_front().or(data.always), data.held.clone())
     };
+    if let Some(mut held) = held {
+        // A closed gate (the fake dropped) lets everything through.
+        let _ = held.wait_for(|held| !held).await;
+    }
     let authorized = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
