@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::event::{self, Action, Event, SubscriptionUpdate};
+use crate::event::{self, Action, EntitlementSummary, Event, SubscriptionUpdate};
 use crate::store::{Outcome, Recorded, Store, Truth};
 use crate::stripe_api::{Retry, StripeApi, StripeApiError};
 
@@ -28,7 +28,7 @@ pub fn candidate(event: &Event) -> Option<&str> {
     match &event.action {
         Action::Invoice(note) => note.subscription.as_deref(),
         Action::Subscription(update) => Some(&update.subscription),
-        Action::Checkout(_) | Action::Unhandled => None,
+        Action::Checkout(_) | Action::Entitlements(_) | Action::Unhandled => None,
     }
 }
 
@@ -104,6 +104,15 @@ impl Settler {
     /// event recorded while the call was in flight may be newer than the
     /// answer, and then the payload goes under the ordering rules instead.
     pub async fn apply(&self, event: &Event, retry: &Retry) -> Result<Outcome, SettleError> {
+        if let Action::Entitlements(summary) = &event.action
+            && summary.has_more
+        {
+            let whole = self.whole_summary(event, summary, retry).await?;
+            return Ok(self
+                .store
+                .apply(whole.as_ref().unwrap_or(event), None)
+                .await?);
+        }
         let truth = match (&self.api, candidate(event)) {
             (Some(api), Some(subscription)) => {
                 let recorded = self.store.recorded(&event.id, subscription).await?;
@@ -124,6 +133,36 @@ impl Settler {
         Ok(self.store.apply(event, truth.as_ref()).await?)
     }
 
+    /// A summary that lists one page of more: the event with every page
+    /// read from the API in place of its list; `None` (apply the listed
+    /// ones) without a key, or without a customer to ask about.
+    async fn whole_summary(
+        &self,
+        event: &Event,
+        summary: &EntitlementSummary,
+        retry: &Retry,
+    ) -> Result<Option<Event>, SettleError> {
+        let (Some(api), Some(customer)) = (&self.api, summary.customer.as_deref()) else {
+            tracing::warn!(
+                event_id = %event.id,
+                listed = summary.features.len(),
+                "entitlement summary incomplete (has_more) and no STRIPE_SECRET_KEY to read the rest: applying the listed features"
+            );
+            return Ok(None);
+        };
+        let features = api
+            .active_entitlements(customer, event.account.as_deref(), retry)
+            .await?;
+        Ok(Some(Event {
+            action: Action::Entitlements(EntitlementSummary {
+                features,
+                has_more: false,
+                ..summary.clone()
+            }),
+            ..event.clone()
+        }))
+    }
+
     /// The subscription as the API has it now; `None` when the API does not
     /// know it (then the payload is applied as it is).
     async fn fetch(
@@ -133,7 +172,7 @@ impl Settler {
         id: &str,
         retry: &Retry,
     ) -> Result<Option<SubscriptionUpdate>, SettleError> {
-        let body = match api.subscription(id, retry).await {
+        let body = match api.subscription(id, event.account.as_deref(), retry).await {
             Ok(body) => body,
             Err(StripeApiError::NotFound(what)) => {
                 tracing::warn!(event_id = %event.id, event_type = %event.kind, "{what}; applying the event's payload as it is");
@@ -165,6 +204,7 @@ mod tests {
             id: "evt_1".into(),
             kind: "x".into(),
             created,
+            account: None,
             action,
         }
     }
@@ -176,6 +216,7 @@ mod tests {
             username: None,
             status: status.into(),
             current_period_end: None,
+            details: Default::default(),
         })
     }
 

@@ -7,4 +7,4 @@
 SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped, out_skipped_ids
 FROM sw_apply_event('evt_1Pgb' || :r, 'checkout.session.completed', :created, 'checkout',
     'sub_Pgb' || :r, 'cus_SW' || lpad(:u::text, 8, '0'), 'user_' || lpad(:u::text, 6, '0'),
-    'active', NULL, NULL, NULL, NULL, '{active,trialing}'::text[]);
+    'active', NULL, NULL, NULL, NULL, NULL, NULL, '{active,trialing}'::text[]);

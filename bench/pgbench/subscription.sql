@@ -13,4 +13,6 @@ FROM sw_apply_event('evt_1Pgb' || :r, 'customer.subscription.updated', :created,
     'user_' || lpad(:u::text, 6, '0'),
     (ARRAY['active', 'active', 'active', 'active', 'active', 'active',
            'past_due', 'past_due', 'trialing', 'unpaid'])[:s],
-    :period_end, NULL, NULL, NULL, '{active,trialing}'::text[]);
+    :period_end, NULL, NULL, NULL,
+    '{"items":[{"price":"price_1","product":"prod_1","lookup_key":"pro","quantity":1}],"cancel_at_period_end":false,"cancel_at":null,"trial_end":null}'::jsonb,
+    NULL, '{active,trialing}'::text[]);

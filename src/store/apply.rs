@@ -8,7 +8,7 @@
 use sqlx::PgConnection;
 
 use super::{Store, connections};
-use crate::event::{Action, Event, SubscriptionUpdate};
+use crate::event::{Action, Details, Event, SubscriptionUpdate};
 
 /// What became of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,12 @@ struct Call<'a> {
     truth_status: Option<&'a str>,
     truth_period_end: Option<i64>,
     truth_expect: Option<&'a str>,
+    /// Items, cancellation and trial as JSON ([`crate::event::Details`]),
+    /// from the payload and from the API.
+    details: Option<String>,
+    truth_details: Option<String>,
+    /// An entitlement summary's features (lookup keys).
+    features: Option<&'a [String]>,
 }
 
 /// A subscription as Stripe's API answered for an event, and the recorded
@@ -90,6 +96,7 @@ impl<'a> Call<'a> {
                 truth_status: Some(&truth.status),
                 truth_period_end: truth.current_period_end.or(call.period_end),
                 truth_expect: state_event.as_deref(),
+                truth_details: Some(details_json(&truth.details)),
                 ..call
             },
         }
@@ -115,6 +122,7 @@ impl<'a> Call<'a> {
                 username: update.username.as_deref(),
                 status: Some(&update.status),
                 period_end: update.current_period_end,
+                details: Some(details_json(&update.details)),
                 ..Self::default()
             },
             Action::Invoice(note) => Self {
@@ -124,12 +132,22 @@ impl<'a> Call<'a> {
                 username: note.username.as_deref(),
                 ..Self::default()
             },
+            Action::Entitlements(summary) => Self {
+                action: "entitlements",
+                customer: summary.customer.as_deref(),
+                features: Some(&summary.features),
+                ..Self::default()
+            },
             Action::Unhandled => Self {
                 action: "unhandled",
                 ..Self::default()
             },
         }
     }
+}
+
+fn details_json(details: &Details) -> String {
+    serde_json::to_string(details).expect("plain data serializes")
 }
 
 impl Store {
@@ -245,10 +263,25 @@ impl Store {
         event: &Event,
         call: &Call<'_>,
     ) -> Result<Answer, sqlx::Error> {
+        if let Some(features) = call.features {
+            return sqlx::query_as(
+                "SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped, \
+                        out_skipped_ids \
+                 FROM sw_apply_entitlements($1, $2, $3, $4, $5)",
+            )
+            .bind(&event.id)
+            .bind(&event.kind)
+            .bind(event.created)
+            .bind(call.customer)
+            .bind(features)
+            .fetch_one(connection)
+            .await;
+        }
         sqlx::query_as(
             "SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped, \
                     out_skipped_ids \
-             FROM sw_apply_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             FROM sw_apply_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                                 $13::jsonb, $14::jsonb, $15)",
         )
         .bind(&event.id)
         .bind(&event.kind)
@@ -262,6 +295,8 @@ impl Store {
         .bind(call.truth_status)
         .bind(call.truth_period_end)
         .bind(call.truth_expect)
+        .bind(call.details.as_deref())
+        .bind(call.truth_details.as_deref())
         .bind(&*self.subscribed_statuses)
         .fetch_one(connection)
         .await
@@ -278,6 +313,7 @@ mod tests {
             id: "evt_1".into(),
             kind: "x".into(),
             created: 1,
+            account: None,
             action,
         }
     }
@@ -334,6 +370,7 @@ mod tests {
                 username: Some("bob".into()),
                 status: "past_due".into(),
                 current_period_end: Some(9),
+                details: Default::default(),
             },
             state_event: Some("evt_0".into()),
         };
@@ -350,6 +387,11 @@ mod tests {
                 truth_status: Some("past_due"),
                 truth_period_end: Some(9),
                 truth_expect: Some("evt_0"),
+                truth_details: Some(
+                    r#"{"items":[],"cancel_at_period_end":false,"cancel_at":null,"trial_end":null}"#
+                        .into()
+                ),
+                ..Call::default()
             }
         );
         assert_eq!(Call::settled(&invoice, None).truth_status, None);

@@ -38,6 +38,8 @@ pub struct Seen {
     pub path: String,
     pub query: String,
     pub stripe_version: Option<String>,
+    /// Connect's `Stripe-Account` header.
+    pub stripe_account: Option<String>,
 }
 
 #[derive(Default)]
@@ -45,6 +47,8 @@ struct Data {
     /// In the order they happened (created, then insertion).
     events: Vec<Value>,
     subscriptions: HashMap<String, Value>,
+    /// Active entitlements' lookup keys, by customer.
+    entitlements: HashMap<String, Vec<String>>,
     requests: Vec<Seen>,
     /// Used up one per request, before `always`.
     next: VecDeque<Trouble>,
@@ -70,6 +74,10 @@ impl FakeStripe {
         let app = Router::new()
             .route("/v1/events", get(list_events))
             .route("/v1/subscriptions/{id}", get(retrieve_subscription))
+            .route(
+                "/v1/entitlements/active_entitlements",
+                get(list_active_entitlements),
+            )
             .with_state(data.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -116,6 +124,15 @@ impl FakeStripe {
             .insert(id, subscription);
     }
 
+    /// The customer's active entitlements, by lookup key.
+    pub fn set_entitlements(&self, customer: &str, lookup_keys: Vec<String>) {
+        self.data
+            .lock()
+            .unwrap()
+            .entitlements
+            .insert(customer.to_owned(), lookup_keys);
+    }
+
     /// The next requests meet these troubles, one each.
     pub fn trouble_next(&self, troubles: &[Trouble]) {
         self.data.lock().unwrap().next.extend(troubles);
@@ -156,6 +173,10 @@ async fn intake(
             query,
             stripe_version: headers
                 .get("stripe-version")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            stripe_account: headers
+                .get("stripe-account")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         });
@@ -316,6 +337,57 @@ async fn retrieve_subscription(
             &format!("No such subscription: '{id}'"),
         ),
     }
+}
+
+/// `GET /v1/entitlements/active_entitlements?customer=..&limit=..&starting_after=..`,
+/// paged as Stripe pages lists (ids `ent_<n>`).
+async fn list_active_entitlements(
+    State(data): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let path = "/v1/entitlements/active_entitlements".to_owned();
+    if let Some(response) = intake(&data, &headers, path, query.clone()).await {
+        return response;
+    }
+    let pairs = query_pairs(&query);
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let customer = get("customer").expect("customer is required");
+    let limit: usize = get("limit").map_or(10, |v| v.parse().unwrap());
+    assert!((1..=100).contains(&limit), "limit={limit}");
+    let start = get("starting_after").map_or(0, |after| {
+        after.trim_start_matches("ent_").parse::<usize>().unwrap() + 1
+    });
+    let keys = data
+        .lock()
+        .unwrap()
+        .entitlements
+        .get(&customer)
+        .cloned()
+        .unwrap_or_default();
+    let page: Vec<Value> = keys
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(limit)
+        .map(|(n, key)| {
+            json!({ "id": format!("ent_{n}"), "object": "entitlements.active_entitlement",
+                    "feature": format!("feat_{n}"), "livemode": false, "lookup_key": key })
+        })
+        .collect();
+    axum::Json(json!({
+        "object": "list",
+        "url": "/v1/entitlements/active_entitlements",
+        "has_more": start + page.len() < keys.len(),
+        "data": page,
+    }))
+    .into_response()
 }
 
 /// A subscription object as `GET /v1/subscriptions/{id}` renders it at

@@ -24,4 +24,5 @@ mod rules;
 mod session_text;
 mod sessions;
 mod settlement;
+mod subscription_object;
 mod webhook;

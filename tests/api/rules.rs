@@ -116,7 +116,7 @@ async fn apply_raw(
 ) -> String {
     sqlx::query_scalar(
         "SELECT out_outcome FROM sw_apply_event($1, 'customer.subscription.updated', $2, 'subscription', \
-         'sub_1', 'cus_1', 'ann', $3, NULL, $4, NULL, $5, ARRAY['active', 'trialing'])",
+         'sub_1', 'cus_1', 'ann', $3, NULL, $4, NULL, $5, NULL, NULL, ARRAY['active', 'trialing'])",
     )
     .bind(id)
     .bind(created)
