@@ -14,5 +14,5 @@ FROM sw_apply_event('evt_1Pgb' || :r, 'customer.subscription.updated', :created,
     (ARRAY['active', 'active', 'active', 'active', 'active', 'active',
            'past_due', 'past_due', 'trialing', 'unpaid'])[:s],
     :period_end, NULL, NULL, NULL,
-    '{"items":[{"price":"price_1","product":"prod_1","lookup_key":"pro","quantity":1}],"cancel_at_period_end":false,"cancel_at":null,"trial_end":null}'::jsonb,
+    '{"items": [{"price": "price_1", "product": "prod_1", "lookup_key": "pro", "quantity": 1}], "cancel_at_period_end": false, "cancel_at": null, "trial_end": null}'::jsonb,
     NULL, '{active,trialing}'::text[]);
