@@ -95,7 +95,7 @@ END
 $$;
 
 -- The slow path of sw_session_with, for the rare text json_each refuses.
-CREATE FUNCTION sw_session_with_members(data TEXT, keys JSON) RETURNS TEXT
+CREATE FUNCTION sw_session_with_members(data TEXT, names TEXT[], vals TEXT[]) RETURNS TEXT
 LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 DECLARE
     v_text TEXT;
@@ -111,8 +111,8 @@ BEGIN
         SELECT t.key_text, sw_json_key(t.key_text) AS key, t.value_text AS value, t.ord
         FROM sw_json_members(data) AS t
     ), mine AS (
-        SELECT k.key, k.value::text AS value, k.ord
-        FROM json_each(keys) WITH ORDINALITY AS k(key, value, ord)
+        SELECT k.key, k.value, k.ord
+        FROM unnest(names, vals) WITH ORDINALITY AS k(key, value, ord)
     )
     SELECT string_agg(COALESCE(t.key_text, to_json(m.key)::text) || ': ' || COALESCE(m.value, t.value),
                       ', ' ORDER BY t.ord NULLS LAST, m.ord),
@@ -123,17 +123,19 @@ BEGIN
 END
 $$;
 
--- session_data with `keys` (a JSON object) set: a key already there keeps
--- its place, a new one goes at the end, and every other member keeps its
--- value's text as written (only white space may change). Returns `data`
--- itself when every key already holds its value (the caller then writes
--- nothing), and NULL when the text is not a JSON object (left alone). NULL
--- data counts as an empty object.
-CREATE FUNCTION sw_session_with(data TEXT, keys JSON) RETURNS TEXT
+-- session_data with the members `names` set to the JSON texts `vals`: a
+-- key already there keeps its place, a new one goes at the end, and every
+-- other member keeps its value's text as written (only white space may
+-- change). Returns `data` itself when every key already holds its value
+-- (the caller then writes nothing), and NULL when the text is not a JSON
+-- object (left alone). NULL data counts as an empty object.
+CREATE FUNCTION sw_session_with(data TEXT, names TEXT[], vals TEXT[]) RETURNS TEXT
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
+    v_doc JSON;
     v_text TEXT;
-    v_same BOOLEAN;
+    v_mine TEXT[];
+    v_same BOOLEAN := TRUE;
 BEGIN
     IF data IS NULL THEN
         data := '{}';
@@ -144,26 +146,44 @@ BEGIN
         RETURN NULL;
     END IF;
     BEGIN
-        -- One parse, in C: json_each gives each value's text as written and
-        -- the order; only the keys are re-escaped (the same strings).
-        WITH theirs AS (
-            SELECT d.key, d.value::text AS value, d.ord
-            FROM json_each(data::json) WITH ORDINALITY AS d(key, value, ord)
-        ), mine AS (
-            SELECT k.key, k.value::text AS value, k.ord
-            FROM json_each(keys) WITH ORDINALITY AS k(key, value, ord)
-        )
-        SELECT string_agg(to_json(COALESCE(t.key, m.key))::text || ': ' || COALESCE(m.value, t.value),
-                          ', ' ORDER BY t.ord NULLS LAST, m.ord),
-               bool_and(t.key IS NOT NULL AND (m.key IS NULL OR t.value::jsonb = m.value::jsonb))
-        INTO v_text, v_same
-        FROM theirs t FULL JOIN mine m ON m.key = t.key;
+        v_doc := data::json;
+        -- The common case, a session already right (as the worker wrote
+        -- it): settled by json's C operators alone. A value equal but
+        -- written otherwise is written once, the worker's way.
+        FOR i IN 1 .. cardinality(names) LOOP
+            IF (v_doc -> names[i])::text IS DISTINCT FROM vals[i] THEN
+                v_same := FALSE;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF v_same THEN
+            RETURN data;
+        END IF;
+        -- json_each gives each value's text as written and the order; only
+        -- the keys are re-escaped (the same strings).
+        SELECT string_agg(to_json(d.key)::text || ': '
+                   || COALESCE(vals[array_position(names, d.key)], d.value::text), ', ' ORDER BY d.ord),
+               array_agg(d.key) FILTER (WHERE array_position(names, d.key) IS NOT NULL)
+        INTO v_text, v_mine
+        FROM json_each(v_doc) WITH ORDINALITY AS d(key, value, ord);
     EXCEPTION WHEN OTHERS THEN
         -- Not JSON, or JSON holding "\u0000" or a lone surrogate.
-        RETURN sw_session_with_members(data, keys);
+        RETURN sw_session_with_members(data, names, vals);
     END;
-    RETURN CASE WHEN v_same THEN data ELSE '{' || v_text || '}' END;
+    FOR i IN 1 .. cardinality(names) LOOP
+        IF v_mine IS NULL OR names[i] <> ALL (v_mine) THEN
+            v_text := concat_ws(', ', v_text, to_json(names[i])::text || ': ' || vals[i]);
+        END IF;
+    END LOOP;
+    RETURN '{' || v_text || '}';
 END
+$$;
+
+-- The same, with the keys as a JSON object.
+CREATE FUNCTION sw_session_with(data TEXT, keys JSON) RETURNS TEXT
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT sw_session_with(data, array_agg(k.key ORDER BY k.ord), array_agg(k.value::text ORDER BY k.ord))
+    FROM json_each(keys) WITH ORDINALITY AS k(key, value, ord)
 $$;
 
 -- The keys the worker keeps in every active session of `p_username`, from
@@ -190,13 +210,17 @@ CREATE FUNCTION sw_refresh_user(
     OUT out_skipped_ids INTEGER[]
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    v_keys CONSTANT JSON := sw_session_keys(p_username);
+    v_names TEXT[];
+    v_vals TEXT[];
 BEGIN
+    SELECT array_agg(k.key ORDER BY k.ord), array_agg(k.value::text ORDER BY k.ord)
+    INTO v_names, v_vals
+    FROM json_each(sw_session_keys(p_username)) WITH ORDINALITY AS k(key, value, ord);
     -- user_sessions holds UTC in TIMESTAMP columns: "now" is taken in UTC
     -- whatever the connection's TimeZone is. Rows are locked in id order,
     -- like every other writer here.
     WITH active AS (
-        SELECT u.id, u.session_data AS old, sw_session_with(u.session_data, v_keys) AS data
+        SELECT u.id, u.session_data AS old, sw_session_with(u.session_data, v_names, v_vals) AS data
         FROM user_sessions u
         WHERE u.username = p_username AND u.is_active
           AND u.expires_at > (now() AT TIME ZONE 'UTC')

@@ -23,6 +23,12 @@ CREATE TABLE sw_entitlements (
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
+-- Lookups by user and by customer, made for every event (a user's
+-- customers, a customer's subscriptions when a checkout re-maps it). The
+-- worker's own small tables: built in the migration's transaction.
+CREATE INDEX sw_customers_username_idx ON sw_customers (username);
+CREATE INDEX sw_subscriptions_customer_idx ON sw_subscriptions (customer_id);
+
 -- A user's features: those of every customer of theirs (mapped to them, or
 -- of one of their subscriptions), each once, sorted.
 CREATE FUNCTION sw_user_features(p_username TEXT) RETURNS TEXT[]
@@ -36,32 +42,35 @@ LANGUAGE sql STABLE AS $$
         WHERE s.username = p_username AND s.customer_id IS NOT NULL)
 $$;
 
--- RFC 3339 in UTC with a Z, as the session object shows times.
+-- RFC 3339 in UTC with a Z, as the session object shows times. STABLE as
+-- to_char is, so that it is inlined.
 CREATE FUNCTION sw_rfc3339(t TIMESTAMPTZ) RETURNS TEXT
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 $$;
 
--- The user's primary subscription: a subscribed one with the newest event
--- if any, else the one with the newest event.
-CREATE FUNCTION sw_primary_subscription(p_username TEXT) RETURNS SETOF sw_subscriptions
-LANGUAGE sql STABLE AS $$
-    SELECT * FROM sw_subscriptions s
+-- The keys the worker keeps in every active session of `p_username`:
+-- "subscribed", "subscription_status" and "subscription", the primary
+-- subscription (a subscribed one with the newest event if any, else the one
+-- with the newest event) as an object, or null when none is known. The
+-- session API calls it when it creates a session. PL/pgSQL: its plans are
+-- kept per connection (a SQL function with a FROM is planned per call).
+CREATE OR REPLACE FUNCTION sw_session_keys(p_username TEXT) RETURNS JSON
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    p sw_subscriptions%ROWTYPE;
+BEGIN
+    SELECT * INTO p FROM sw_subscriptions s
     WHERE s.username = p_username
     ORDER BY s.subscribed DESC, s.event_created DESC, s.subscription_id
-    LIMIT 1
-$$;
-
--- The keys the worker keeps in every active session of `p_username`:
--- "subscribed", "subscription_status" and "subscription" (the primary
--- subscription as an object, or null when none is known). The session API
--- calls it when it creates a session.
-CREATE OR REPLACE FUNCTION sw_session_keys(p_username TEXT) RETURNS JSON
-LANGUAGE sql STABLE AS $$
-    SELECT json_build_object(
-        'subscribed', COALESCE(p.subscribed, FALSE),
-        'subscription_status', COALESCE(p.status, 'none'),
-        'subscription', CASE WHEN p.subscription_id IS NOT NULL THEN json_build_object(
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN json_build_object('subscribed', FALSE, 'subscription_status', 'none', 'subscription', NULL);
+    END IF;
+    RETURN json_build_object(
+        'subscribed', p.subscribed,
+        'subscription_status', p.status,
+        'subscription', json_build_object(
             'id', CASE WHEN p.subscription_id LIKE 'checkout:%' THEN NULL ELSE p.subscription_id END,
             'status', p.status,
             'items', p.items,
@@ -69,8 +78,8 @@ LANGUAGE sql STABLE AS $$
             'cancel_at_period_end', p.cancel_at_period_end,
             'cancel_at', sw_rfc3339(p.cancel_at),
             'trial_end', sw_rfc3339(p.trial_end),
-            'features', sw_user_features(p_username)) END)
-    FROM (SELECT 1) AS one LEFT JOIN sw_primary_subscription(p_username) AS p ON TRUE
+            'features', sw_user_features(p_username)));
+END
 $$;
 
 -- The first four columns as they were; the primary subscription's after

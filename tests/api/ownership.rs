@@ -169,3 +169,50 @@ async fn an_older_checkout_delivered_late_does_not_take_the_customer_back(pool: 
             .unwrap();
     assert_eq!(owner, "bob");
 }
+
+/// Two events moving subscriptions between the same two users in opposite
+/// directions at once: each locks both users, always in the same order, so
+/// neither waits for the other for ever (PostgreSQL would end one with a
+/// deadlock error, and the webhook would answer 503).
+#[sqlx::test]
+async fn opposite_moves_at_once_do_not_deadlock(pool: PgPool) {
+    let app = app(pool.clone());
+    add_session(&pool, "ann-1", "ann", Some("{}"), 60, true).await;
+    add_session(&pool, "bob-1", "bob", Some("{}"), 60, true).await;
+    let t = now() - 1000;
+    for round in 0..20 {
+        let (a_to, b_to) = if round % 2 == 0 {
+            ("bob", "ann")
+        } else {
+            ("ann", "bob")
+        };
+        let created = t + round;
+        let a = subscription(
+            &format!("a{round}"),
+            "updated",
+            created,
+            "sub_a",
+            "cus_a",
+            "active",
+            Some(a_to),
+        );
+        let b = subscription(
+            &format!("b{round}"),
+            "updated",
+            created,
+            "sub_b",
+            "cus_b",
+            "trialing",
+            Some(b_to),
+        );
+        let (first, second) = tokio::join!(outcome(&app, &a), outcome(&app, &b));
+        assert_eq!(
+            (first.as_str(), second.as_str()),
+            ("applied", "applied"),
+            "round {round}"
+        );
+    }
+    // Round 19 gave sub_a to ann and sub_b to bob.
+    assert_eq!(flag(&pool, "ann-1").await, (true, "active".into()));
+    assert_eq!(flag(&pool, "bob-1").await, (true, "trialing".into()));
+}
