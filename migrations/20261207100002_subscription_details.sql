@@ -49,36 +49,75 @@ LANGUAGE sql STABLE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 $$;
 
--- The keys the worker keeps in every active session of `p_username`:
--- "subscribed", "subscription_status" and "subscription", the primary
--- subscription (a subscribed one with the newest event if any, else the one
--- with the newest event) as an object, or null when none is known. The
--- session API calls it when it creates a session. PL/pgSQL: its plans are
--- kept per connection (a SQL function with a FROM is planned per call).
-CREATE OR REPLACE FUNCTION sw_session_keys(p_username TEXT) RETURNS JSON
+-- The keys the worker keeps in every active session of `p_username`, as
+-- JSON texts in the order of `names`: "subscribed", "subscription_status"
+-- and "subscription", the primary subscription (a subscribed one with the
+-- newest event if any, else the one with the newest event) as an object,
+-- or null when none is known. PL/pgSQL: its plans are kept per connection
+-- (a SQL function with a FROM is planned per call).
+CREATE FUNCTION sw_session_values(p_username TEXT, OUT names TEXT[], OUT vals TEXT[])
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     p sw_subscriptions%ROWTYPE;
 BEGIN
+    names := ARRAY['subscribed', 'subscription_status', 'subscription'];
     SELECT * INTO p FROM sw_subscriptions s
     WHERE s.username = p_username
     ORDER BY s.subscribed DESC, s.event_created DESC, s.subscription_id
     LIMIT 1;
     IF NOT FOUND THEN
-        RETURN json_build_object('subscribed', FALSE, 'subscription_status', 'none', 'subscription', NULL);
+        vals := ARRAY['false', '"none"', 'null'];
+        RETURN;
     END IF;
-    RETURN json_build_object(
-        'subscribed', p.subscribed,
-        'subscription_status', p.status,
-        'subscription', json_build_object(
-            'id', CASE WHEN p.subscription_id LIKE 'checkout:%' THEN NULL ELSE p.subscription_id END,
-            'status', p.status,
-            'items', p.items,
-            'current_period_end', sw_rfc3339(p.current_period_end),
-            'cancel_at_period_end', p.cancel_at_period_end,
-            'cancel_at', sw_rfc3339(p.cancel_at),
-            'trial_end', sw_rfc3339(p.trial_end),
-            'features', sw_user_features(p_username)));
+    vals := ARRAY[p.subscribed::text, to_json(p.status)::text, json_build_object(
+        'id', CASE WHEN p.subscription_id LIKE 'checkout:%' THEN NULL ELSE p.subscription_id END,
+        'status', p.status,
+        'items', p.items,
+        'current_period_end', sw_rfc3339(p.current_period_end),
+        'cancel_at_period_end', p.cancel_at_period_end,
+        'cancel_at', sw_rfc3339(p.cancel_at),
+        'trial_end', sw_rfc3339(p.trial_end),
+        'features', sw_user_features(p_username))::text];
+END
+$$;
+
+-- The same as one JSON object. The session API calls it when it creates a
+-- session.
+CREATE OR REPLACE FUNCTION sw_session_keys(p_username TEXT) RETURNS JSON
+LANGUAGE sql STABLE AS $$
+    SELECT ('{' || string_agg(to_json(k.name)::text || ': ' || k.val, ', ' ORDER BY k.n) || '}')::json
+    FROM sw_session_values(p_username) AS v
+    CROSS JOIN LATERAL unnest(v.names, v.vals) WITH ORDINALITY AS k(name, val, n)
+$$;
+
+-- As in 20261207100001, with the keys from sw_session_values.
+CREATE OR REPLACE FUNCTION sw_refresh_user(
+    p_username TEXT,
+    OUT out_updated INTEGER,
+    OUT out_skipped_ids INTEGER[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_names TEXT[];
+    v_vals TEXT[];
+BEGIN
+    SELECT v.names, v.vals INTO v_names, v_vals FROM sw_session_values(p_username) AS v;
+    WITH active AS (
+        SELECT u.id, u.session_data AS old, sw_session_with(u.session_data, v_names, v_vals) AS data
+        FROM user_sessions u
+        WHERE u.username = p_username AND u.is_active
+          AND u.expires_at > (now() AT TIME ZONE 'UTC')
+        ORDER BY u.id
+        FOR UPDATE
+    ), written AS (
+        UPDATE user_sessions u
+        SET session_data = a.data, updated_at = (now() AT TIME ZONE 'UTC')
+        FROM active a
+        WHERE u.id = a.id AND a.data IS NOT NULL AND a.data IS DISTINCT FROM a.old
+        RETURNING u.id
+    )
+    SELECT (SELECT count(*) FROM written),
+           COALESCE((SELECT array_agg(a.id ORDER BY a.id) FROM active a WHERE a.data IS NULL), '{}')
+    INTO out_updated, out_skipped_ids;
 END
 $$;
 
@@ -329,18 +368,28 @@ BEGIN
             -- Who loses a subscription: its previous owner, and on a newer
             -- checkout, every user the customer's subscriptions followed.
             v_users := ARRAY[out_username];
-            IF v_changes AND out_username IS NOT NULL THEN
+            IF v_changes AND v_current.username <> out_username THEN
                 v_users := v_users || v_current.username;
             END IF;
             IF v_remap THEN
                 v_users := v_users || ARRAY(
                     SELECT s.username FROM sw_subscriptions s
-                    WHERE s.customer_id = p_customer AND NOT s.named_by_metadata AND s.username IS NOT NULL);
+                    WHERE s.customer_id = p_customer AND NOT s.named_by_metadata
+                      AND s.username <> out_username);
             END IF;
-            v_users := ARRAY(SELECT DISTINCT u FROM unnest(v_users) AS u WHERE u IS NOT NULL);
-            FOR v_user IN SELECT u FROM unnest(v_users) AS u ORDER BY hashtext(u), u LOOP
-                PERFORM pg_advisory_xact_lock(1398210562, hashtext(v_user));
-            END LOOP;
+            IF cardinality(v_users) = 1 THEN
+                -- The common case: one user (or none yet).
+                IF out_username IS NULL THEN
+                    v_users := '{}';
+                ELSE
+                    PERFORM pg_advisory_xact_lock(1398210562, hashtext(out_username));
+                END IF;
+            ELSE
+                v_users := ARRAY(SELECT DISTINCT u FROM unnest(v_users) AS u WHERE u IS NOT NULL);
+                FOR v_user IN SELECT u FROM unnest(v_users) AS u ORDER BY hashtext(u), u LOOP
+                    PERFORM pg_advisory_xact_lock(1398210562, hashtext(v_user));
+                END LOOP;
+            END IF;
 
             IF p_action = 'checkout' AND p_customer IS NOT NULL AND out_username IS NOT NULL THEN
                 -- The customer's subscriptions follow its user (those that
