@@ -59,6 +59,7 @@ CREATE FUNCTION sw_session_values(p_username TEXT, OUT names TEXT[], OUT vals TE
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     p sw_subscriptions%ROWTYPE;
+    v_features TEXT[];
 BEGIN
     names := ARRAY['subscribed', 'subscription_status', 'subscription'];
     SELECT * INTO p FROM sw_subscriptions s
@@ -69,6 +70,14 @@ BEGIN
         vals := ARRAY['false', '"none"', 'null'];
         RETURN;
     END IF;
+    -- sw_user_features, inline: a query here keeps its plan.
+    SELECT COALESCE(array_agg(DISTINCT f.feature ORDER BY f.feature), '{}') INTO v_features
+    FROM sw_entitlements e CROSS JOIN LATERAL unnest(e.features) AS f(feature)
+    WHERE e.customer_id IN (
+        SELECT c.customer_id FROM sw_customers c WHERE c.username = p_username
+        UNION
+        SELECT s.customer_id FROM sw_subscriptions s
+        WHERE s.username = p_username AND s.customer_id IS NOT NULL);
     vals := ARRAY[p.subscribed::text, to_json(p.status)::text, json_build_object(
         'id', CASE WHEN p.subscription_id LIKE 'checkout:%' THEN NULL ELSE p.subscription_id END,
         'status', p.status,
@@ -77,7 +86,7 @@ BEGIN
         'cancel_at_period_end', p.cancel_at_period_end,
         'cancel_at', sw_rfc3339(p.cancel_at),
         'trial_end', sw_rfc3339(p.trial_end),
-        'features', sw_user_features(p_username))::text];
+        'features', v_features)::text];
 END
 $$;
 
