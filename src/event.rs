@@ -5,10 +5,16 @@
 //! fields all the time and moves some (`current_period_end` onto subscription
 //! items, an invoice's subscription under `parent.subscription_details`).
 
+mod details;
+mod entitlements;
+
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+pub use details::{Details, Item};
+pub use entitlements::EntitlementSummary;
 
 /// Why a body is not a Stripe event we can act on.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,9 @@ pub struct Event {
     /// `livemode`: `None` when the body does not say (checked against
     /// `STRIPE_MODE`).
     pub livemode: Option<bool>,
+    /// The connected account the event happened on (Connect); API reads
+    /// for it go with its `Stripe-Account` header.
+    pub account: Option<String>,
     pub action: Action,
 }
 
@@ -37,18 +46,20 @@ pub enum Action {
     Checkout(Checkout),
     Subscription(SubscriptionUpdate),
     Invoice(InvoiceNote),
+    Entitlements(EntitlementSummary),
     /// A type we do not act on: recorded and acknowledged.
     Unhandled,
 }
 
-/// `checkout.session.completed`.
+/// `checkout.session.completed` and its `async_payment_*` sequels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkout {
     pub session_id: String,
     pub username: Option<String>,
     pub customer: Option<String>,
     pub subscription: Option<String>,
-    /// `payment_status` is `paid` or `no_payment_required`.
+    /// `payment_status` is `paid` or `no_payment_required` (always for
+    /// `async_payment_succeeded`, never for `async_payment_failed`).
     pub paid: bool,
 }
 
@@ -61,6 +72,7 @@ pub struct SubscriptionUpdate {
     pub status: String,
     /// Unix seconds.
     pub current_period_end: Option<i64>,
+    pub details: Details,
 }
 
 /// `invoice.paid` / `invoice.payment_failed`: carries no subscription status.
@@ -71,25 +83,43 @@ pub struct InvoiceNote {
     pub username: Option<String>,
 }
 
+/// Every `customer.subscription.*` type whose object is a subscription.
 pub const SUBSCRIPTION_EVENTS: &[&str] = &[
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
     "customer.subscription.paused",
     "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+    "customer.subscription.pending_update_applied",
+    "customer.subscription.pending_update_expired",
 ];
+
+pub const CHECKOUT_EVENTS: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+];
+
+pub const ENTITLEMENTS_EVENT: &str = "entitlements.active_entitlement_summary.updated";
 
 /// Every type the worker acts on (the types a Stripe endpoint should send
 /// it, and the `types[]` that `reconcile` asks the Events API for).
 pub const HANDLED_EVENTS: &[&str] = &[
     "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
     "customer.subscription.paused",
     "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+    "customer.subscription.pending_update_applied",
+    "customer.subscription.pending_update_expired",
     "invoice.paid",
     "invoice.payment_failed",
+    ENTITLEMENTS_EVENT,
 ];
 
 #[derive(Deserialize)]
@@ -100,6 +130,7 @@ struct RawEvent<'a> {
     created: i64,
     #[serde(default)]
     livemode: Option<bool>,
+    account: Option<String>,
     #[serde(borrow)]
     data: RawData<'a>,
 }
@@ -114,12 +145,12 @@ struct RawData<'a> {
 /// the endpoint expands it.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Reference {
+pub(crate) enum Reference {
     Id(String),
     Expanded { id: String },
 }
 
-fn id_of(reference: Option<Reference>) -> Option<String> {
+pub(crate) fn id_of(reference: Option<Reference>) -> Option<String> {
     match reference? {
         Reference::Id(id) | Reference::Expanded { id } => Some(id).filter(|id| !id.is_empty()),
     }
@@ -155,18 +186,17 @@ struct RawSubscription {
     #[serde(default)]
     metadata: Metadata,
     current_period_end: Option<i64>,
-    items: Option<RawList<RawItem>>,
+    items: Option<RawList<details::RawItem>>,
+    #[serde(flatten)]
+    details: details::RawDetails,
 }
 
 #[derive(Deserialize)]
-struct RawList<T> {
+pub(crate) struct RawList<T> {
     #[serde(default = "Vec::new")]
-    data: Vec<T>,
-}
-
-#[derive(Deserialize)]
-struct RawItem {
-    current_period_end: Option<i64>,
+    pub(crate) data: Vec<T>,
+    #[serde(default)]
+    pub(crate) has_more: bool,
 }
 
 #[derive(Deserialize)]
@@ -205,8 +235,9 @@ pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
         reason: e.to_string(),
     };
     let action = match raw.kind.as_str() {
-        "checkout.session.completed" => Action::Checkout(checkout(
+        kind if CHECKOUT_EVENTS.contains(&kind) => Action::Checkout(checkout(
             serde_json::from_str(object).map_err(bad_object)?,
+            kind,
             username_key,
         )),
         kind if SUBSCRIPTION_EVENTS.contains(&kind) => Action::Subscription(subscription(
@@ -218,6 +249,11 @@ pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
             serde_json::from_str(object).map_err(bad_object)?,
             username_key,
         )),
+        ENTITLEMENTS_EVENT => Action::Entitlements(
+            serde_json::from_str::<entitlements::RawSummary>(object)
+                .map_err(bad_object)?
+                .summary(),
+        ),
         _ => Action::Unhandled,
     };
     Ok(Event {
@@ -225,6 +261,7 @@ pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
         kind: raw.kind,
         created: raw.created,
         livemode: raw.livemode,
+        account: raw.account.filter(|account| !account.is_empty()),
         action,
     })
 }
@@ -243,7 +280,7 @@ pub fn parse_subscription(
     Ok(subscription(raw, "subscription", username_key))
 }
 
-fn checkout(raw: RawCheckout, username_key: &str) -> Checkout {
+fn checkout(raw: RawCheckout, kind: &str, username_key: &str) -> Checkout {
     Checkout {
         session_id: raw.id,
         username: raw
@@ -252,18 +289,21 @@ fn checkout(raw: RawCheckout, username_key: &str) -> Checkout {
             .or_else(|| username_in(&raw.metadata, username_key)),
         customer: id_of(raw.customer),
         subscription: id_of(raw.subscription),
-        paid: matches!(
-            raw.payment_status.as_deref(),
-            Some("paid" | "no_payment_required")
-        ),
+        paid: match kind {
+            "checkout.session.async_payment_succeeded" => true,
+            "checkout.session.async_payment_failed" => false,
+            _ => matches!(
+                raw.payment_status.as_deref(),
+                Some("paid" | "no_payment_required")
+            ),
+        },
     }
 }
 
 fn subscription(raw: RawSubscription, kind: &str, username_key: &str) -> SubscriptionUpdate {
-    let item_period_end = raw
-        .items
-        .into_iter()
-        .flat_map(|items| items.data)
+    let items = raw.items.map(|items| items.data).unwrap_or_default();
+    let item_period_end = items
+        .iter()
         .filter_map(|item| item.current_period_end)
         .max();
     SubscriptionUpdate {
@@ -277,6 +317,7 @@ fn subscription(raw: RawSubscription, kind: &str, username_key: &str) -> Subscri
             raw.status.to_ascii_lowercase()
         },
         current_period_end: raw.current_period_end.or(item_period_end),
+        details: raw.details.details(items),
     }
 }
 
@@ -393,6 +434,23 @@ mod tests {
     }
 
     #[test]
+    fn async_payments_settle_a_checkout_either_way() {
+        for (kind, paid) in [
+            ("checkout.session.async_payment_succeeded", true),
+            ("checkout.session.async_payment_failed", false),
+        ] {
+            let body = event(
+                kind,
+                json!({ "id": "cs_1", "client_reference_id": "ann", "payment_status": "unpaid" }),
+            );
+            let Action::Checkout(checkout) = parse(&body, "username").unwrap().action else {
+                panic!("not a checkout");
+            };
+            assert_eq!(checkout.paid, paid, "{kind}");
+        }
+    }
+
+    #[test]
     fn deleted_means_canceled() {
         let body = event(
             "customer.subscription.deleted",
@@ -456,6 +514,10 @@ mod tests {
                 username: Some("erin".into()),
                 status: "past_due".into(),
                 current_period_end: Some(7),
+                details: Details {
+                    items: vec![Item::default()],
+                    ..Details::default()
+                },
             }
         );
         assert!(matches!(

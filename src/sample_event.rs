@@ -360,6 +360,7 @@ mod tests {
                     );
                 }
                 Action::Unhandled => {}
+                Action::Entitlements(_) => panic!("{kind}: trigger builds no entitlement summary"),
             }
         }
         subject.status = Some("past_due".into());

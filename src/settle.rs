@@ -6,10 +6,11 @@
 //! Without an API key nothing here calls the API or reads the store first:
 //! the event goes to the store as it is.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::event::{self, Action, Event, SubscriptionUpdate};
-use crate::store::{Outcome, Recorded, Store};
+use crate::event::{self, Action, EntitlementSummary, Event, SubscriptionUpdate};
+use crate::store::{Outcome, Recorded, Store, Truth};
 use crate::stripe_api::{Retry, StripeApi, StripeApiError};
 
 /// What to learn from the API before applying an event.
@@ -28,7 +29,7 @@ pub fn candidate(event: &Event) -> Option<&str> {
     match &event.action {
         Action::Invoice(note) => note.subscription.as_deref(),
         Action::Subscription(update) => Some(&update.subscription),
-        Action::Checkout(_) | Action::Unhandled => None,
+        Action::Checkout(_) | Action::Entitlements(_) | Action::Unhandled => None,
     }
 }
 
@@ -98,37 +99,87 @@ impl Settler {
     /// [`decide`] asks for it. API calls are retried as `retry` says; when
     /// they still fail, nothing is recorded and the error says so (the
     /// webhook answers 503 and Stripe delivers again).
+    ///
+    /// The API's answer is applied only if the subscription's state is still
+    /// the one read here before the call (the store compares and sets): an
+    /// event recorded while the call was in flight may be newer than the
+    /// answer, and then the payload goes under the ordering rules instead.
     pub async fn apply(&self, event: &Event, retry: &Retry) -> Result<Outcome, SettleError> {
-        let truth = self.truth(event, retry, false).await?;
-        Ok(self.store.apply(event, truth.as_ref()).await?)
+        let (event, truth) = self.settle(event, retry, false).await?;
+        Ok(self.store.apply(&event, truth.as_ref()).await?)
     }
 
     /// [`Settler::apply`] for an event recorded before (`replay`): settled
     /// as if it were new, then applied again under the ordering rules.
     pub async fn apply_again(&self, event: &Event, retry: &Retry) -> Result<Outcome, SettleError> {
-        let truth = self.truth(event, retry, true).await?;
-        Ok(self.store.apply_again(event, truth.as_ref()).await?)
+        let (event, truth) = self.settle(event, retry, true).await?;
+        Ok(self.store.apply_again(&event, truth.as_ref()).await?)
     }
 
-    /// What the API says of the event's subscription, when [`decide`] asks
-    /// for it; `again` ignores that the event was recorded.
-    async fn truth(
+    /// The event as it goes to the store (an entitlement summary with more
+    /// pages, read whole), and what the API says of its subscription when
+    /// [`decide`] asks for it; `again` ignores that the event was recorded.
+    async fn settle<'e>(
         &self,
-        event: &Event,
+        event: &'e Event,
         retry: &Retry,
         again: bool,
-    ) -> Result<Option<SubscriptionUpdate>, SettleError> {
+    ) -> Result<(Cow<'e, Event>, Option<Truth>), SettleError> {
+        if let Action::Entitlements(summary) = &event.action
+            && summary.has_more
+        {
+            let whole = self.whole_summary(event, summary, retry).await?;
+            return Ok((whole.map_or(Cow::Borrowed(event), Cow::Owned), None));
+        }
         let (Some(api), Some(subscription)) = (&self.api, candidate(event)) else {
-            return Ok(None);
+            return Ok((Cow::Borrowed(event), None));
         };
         let mut recorded = self.store.recorded(&event.id, subscription).await?;
         if again {
             recorded.seen = false;
         }
-        match decide(event, &recorded) {
-            Settlement::Payload => Ok(None),
-            Settlement::Fetch(id) => self.fetch(api, event, &id, retry).await,
-        }
+        let truth = match decide(event, &recorded) {
+            Settlement::Payload => None,
+            Settlement::Fetch(id) => {
+                self.fetch(api, event, &id, retry)
+                    .await?
+                    .map(|subscription| Truth {
+                        subscription,
+                        state_event: recorded.state_event,
+                    })
+            }
+        };
+        Ok((Cow::Borrowed(event), truth))
+    }
+
+    /// A summary that lists one page of more: the event with every page
+    /// read from the API in place of its list; `None` (apply the listed
+    /// ones) without a key, or without a customer to ask about.
+    async fn whole_summary(
+        &self,
+        event: &Event,
+        summary: &EntitlementSummary,
+        retry: &Retry,
+    ) -> Result<Option<Event>, SettleError> {
+        let (Some(api), Some(customer)) = (&self.api, summary.customer.as_deref()) else {
+            tracing::warn!(
+                event_id = %event.id,
+                listed = summary.features.len(),
+                "entitlement summary incomplete (has_more) and no STRIPE_SECRET_KEY to read the rest: applying the listed features"
+            );
+            return Ok(None);
+        };
+        let features = api
+            .active_entitlements(customer, event.account.as_deref(), retry)
+            .await?;
+        Ok(Some(Event {
+            action: Action::Entitlements(EntitlementSummary {
+                features,
+                has_more: false,
+                ..summary.clone()
+            }),
+            ..event.clone()
+        }))
     }
 
     /// The subscription as the API has it now; `None` when the API does not
@@ -140,7 +191,7 @@ impl Settler {
         id: &str,
         retry: &Retry,
     ) -> Result<Option<SubscriptionUpdate>, SettleError> {
-        let body = match api.subscription(id, retry).await {
+        let body = match api.subscription(id, event.account.as_deref(), retry).await {
             Ok(body) => body,
             Err(StripeApiError::NotFound(what)) => {
                 tracing::warn!(event_id = %event.id, event_type = %event.kind, "{what}; applying the event's payload as it is");
@@ -173,6 +224,7 @@ mod tests {
             kind: "x".into(),
             created,
             livemode: None,
+            account: None,
             action,
         }
     }
@@ -184,6 +236,7 @@ mod tests {
             username: None,
             status: status.into(),
             current_period_end: None,
+            details: Default::default(),
         })
     }
 
@@ -199,6 +252,7 @@ mod tests {
         Recorded {
             seen,
             state_created,
+            state_event: state_created.map(|created| format!("evt_{created}")),
         }
     }
 

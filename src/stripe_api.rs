@@ -1,6 +1,7 @@
-//! Stripe's API, through async-stripe's client: the two reads the worker
-//! makes, `GET /v1/events` and `GET /v1/subscriptions/{id}`, each retried
-//! with backoff inside a time budget.
+//! Stripe's API, through async-stripe's client: the reads the worker makes,
+//! `GET /v1/events`, `GET /v1/subscriptions/{id}` and
+//! `GET /v1/entitlements/active_entitlements`, each retried with backoff
+//! inside a time budget, for a connected account when an event names one.
 //!
 //! Answers are kept as raw JSON and read by our own tolerant types, not by
 //! async-stripe's generated ones:
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use stripe_client_core::{RequestBuilder, StripeClient, StripeMethod};
+use stripe_client_core::{AccountId, RequestBuilder, StripeClient, StripeMethod};
 
 use crate::config::{ConfigError, StripeApiConfig};
 use crate::stats;
@@ -141,6 +142,27 @@ struct CreatedSince {
     gte: i64,
 }
 
+/// The query of `GET /v1/entitlements/active_entitlements`.
+#[derive(Serialize)]
+struct EntitlementsQuery<'a> {
+    customer: &'a str,
+    limit: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starting_after: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct EntitlementsPage {
+    has_more: bool,
+    data: Vec<ListedEntitlement>,
+}
+
+#[derive(Deserialize)]
+struct ListedEntitlement {
+    id: String,
+    lookup_key: Option<String>,
+}
+
 impl StripeApi {
     /// The client for `config`; `None` when no key is set.
     pub fn from_config(config: &StripeApiConfig) -> Result<Option<Self>, ConfigError> {
@@ -167,15 +189,21 @@ impl StripeApi {
         Ok(Some(Self { http }))
     }
 
-    /// `GET /v1/subscriptions/{id}`: the subscription as the API has it now.
-    pub async fn subscription(&self, id: &str, retry: &Retry) -> Result<Bytes, StripeApiError> {
+    /// `GET /v1/subscriptions/{id}`: the subscription as the API has it now;
+    /// `account`: of that connected account (Connect's `Stripe-Account`).
+    pub async fn subscription(
+        &self,
+        id: &str,
+        account: Option<&str>,
+        retry: &Retry,
+    ) -> Result<Bytes, StripeApiError> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(StripeApiError::NotFound(format!(
                 "subscription {id:?} (not an id)"
             )));
         }
         let path = format!("/subscriptions/{id}");
-        self.get("subscription", retry, || {
+        self.get("subscription", account, retry, || {
             RequestBuilder::new(StripeMethod::Get, path.as_str())
         })
         .await
@@ -201,7 +229,7 @@ impl StripeApi {
             starting_after,
         };
         let body = self
-            .get("events", retry, || {
+            .get("events", None, retry, || {
                 RequestBuilder::new(StripeMethod::Get, "/events").query(&query)
             })
             .await?;
@@ -209,11 +237,52 @@ impl StripeApi {
             .map_err(|error| StripeApiError::BadAnswer(format!("events list: {error}")))
     }
 
+    /// Every page of `GET /v1/entitlements/active_entitlements` of
+    /// `customer`: the lookup keys of its active features. `retry` applies
+    /// to each page.
+    pub async fn active_entitlements(
+        &self,
+        customer: &str,
+        account: Option<&str>,
+        retry: &Retry,
+    ) -> Result<Vec<String>, StripeApiError> {
+        let mut features = Vec::new();
+        let mut starting_after: Option<String> = None;
+        loop {
+            let query = EntitlementsQuery {
+                customer,
+                limit: PAGE_SIZE,
+                starting_after: starting_after.as_deref(),
+            };
+            let body = self
+                .get("active_entitlements", account, retry, || {
+                    RequestBuilder::new(StripeMethod::Get, "/entitlements/active_entitlements")
+                        .query(&query)
+                })
+                .await?;
+            let page: EntitlementsPage = serde_json::from_slice(&body).map_err(|error| {
+                StripeApiError::BadAnswer(format!("active entitlements list: {error}"))
+            })?;
+            let last = page.data.last().map(|entitlement| entitlement.id.clone());
+            features.extend(
+                page.data
+                    .into_iter()
+                    .filter_map(|entitlement| entitlement.lookup_key)
+                    .filter(|key| !key.is_empty()),
+            );
+            match (page.has_more, last) {
+                (true, Some(last)) => starting_after = Some(last),
+                _ => return Ok(features),
+            }
+        }
+    }
+
     /// Attempts of one GET until an answer, a lasting refusal, or the end of
     /// the attempts or the budget.
     async fn get(
         &self,
         call: &'static str,
+        account: Option<&str>,
         retry: &Retry,
         request: impl Fn() -> RequestBuilder,
     ) -> Result<Bytes, StripeApiError> {
@@ -222,7 +291,7 @@ impl StripeApi {
         loop {
             let left = retry.budget.saturating_sub(started.elapsed());
             let result = self
-                .attempt(request(), retry.attempt_timeout.min(left))
+                .attempt(request(), account, retry.attempt_timeout.min(left))
                 .await;
             attempts += 1;
             let last = match result {
@@ -267,17 +336,18 @@ impl StripeApi {
     async fn attempt(
         &self,
         request: RequestBuilder,
+        account: Option<&str>,
         timeout: Duration,
     ) -> Result<Bytes, HttpError> {
         let keep = KeepBody {
             client: &self.http,
             body: Mutex::new(None),
         };
-        request
-            .customize::<()>()
-            .timeout(timeout)
-            .send(&keep)
-            .await?;
+        let mut request = request.customize::<()>().timeout(timeout);
+        if let Some(account) = account {
+            request = request.account_id(AccountId::from(account));
+        }
+        request.send(&keep).await?;
         Ok(keep.body.into_inner().ok().flatten().unwrap_or_default())
     }
 }

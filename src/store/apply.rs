@@ -1,13 +1,15 @@
-//! One event, one call of `sw_apply_event` (migrations/*_apply_event_function.sql):
-//! record it once, move the subscription's state by the ordering rules (or to
-//! what Stripe's API says now), and bring the user's active sessions in step,
-//! in one round trip and one statement, which PostgreSQL runs atomically.
+//! One event, one call of `sw_apply_event` (its latest version:
+//! migrations/20261207100001_session_text_and_ownership.sql): record it once,
+//! move the subscription's state by the ordering rules (or to what Stripe's
+//! API said, if nothing newer was recorded meanwhile), and bring the active
+//! sessions of every user concerned in step, in one round trip and one
+//! statement, which PostgreSQL runs atomically.
 
 use sqlx::PgConnection;
 
 use super::limit::{self, Armed};
 use super::{Store, connections};
-use crate::event::{Action, Event, SubscriptionUpdate};
+use crate::event::{Action, Details, Event, SubscriptionUpdate};
 
 /// What became of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,25 +55,49 @@ pub(super) struct Call<'a> {
     username: Option<&'a str>,
     status: Option<&'a str>,
     period_end: Option<i64>,
-    /// The status was read from Stripe's API just now: it stands whatever
-    /// the recorded state says.
-    authoritative: bool,
+    /// The status and period end Stripe's API answered, applied only if the
+    /// subscription's state is still the one `truth_expect` set.
+    truth_status: Option<&'a str>,
+    truth_period_end: Option<i64>,
+    truth_expect: Option<&'a str>,
+    /// Items, cancellation and trial as JSON ([`crate::event::Details`]),
+    /// from the payload and from the API.
+    details: Option<String>,
+    truth_details: Option<String>,
+    /// An entitlement summary's features (lookup keys).
+    features: Option<&'a [String]>,
+}
+
+/// A subscription as Stripe's API answered for an event, and the recorded
+/// state the call was made against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truth {
+    pub subscription: SubscriptionUpdate,
+    /// The event that had set the subscription's recorded state before the
+    /// call (`None`: no state was recorded). The answer is applied only if
+    /// that is still so: a newer event recorded while the call was in flight
+    /// wins over it (compare and set).
+    pub state_event: Option<String>,
 }
 
 impl<'a> Call<'a> {
-    /// The call for `event`, with `truth`, the subscription as the API has
-    /// it now, in place of what the payload says.
-    pub(super) fn settled(event: &'a Event, truth: Option<&'a SubscriptionUpdate>) -> Self {
+    /// The call for `event`, with `truth`, the subscription as the API had
+    /// it, beside what the payload says (the store chooses).
+    pub(super) fn settled(event: &'a Event, truth: Option<&'a Truth>) -> Self {
         let call = Self::of(event);
         match truth {
             None => call,
-            Some(truth) => Self {
+            Some(Truth {
+                subscription: truth,
+                state_event,
+            }) => Self {
                 key: Some(truth.subscription.clone()),
                 customer: call.customer.or(truth.customer.as_deref()),
                 username: call.username.or(truth.username.as_deref()),
-                status: Some(&truth.status),
-                period_end: truth.current_period_end.or(call.period_end),
-                authoritative: true,
+                truth_status: Some(&truth.status),
+                truth_period_end: truth.current_period_end.or(call.period_end),
+                truth_expect: state_event.as_deref(),
+                truth_details: Some(details_json(&truth.details)),
                 ..call
             },
         }
@@ -88,8 +114,7 @@ impl<'a> Call<'a> {
                 customer: checkout.customer.as_deref(),
                 username: checkout.username.as_deref(),
                 status: checkout.paid.then_some(CHECKOUT_STATUS),
-                period_end: None,
-                authoritative: false,
+                ..Self::default()
             },
             Action::Subscription(update) => Self {
                 action: "subscription",
@@ -98,13 +123,20 @@ impl<'a> Call<'a> {
                 username: update.username.as_deref(),
                 status: Some(&update.status),
                 period_end: update.current_period_end,
-                authoritative: false,
+                details: Some(details_json(&update.details)),
+                ..Self::default()
             },
             Action::Invoice(note) => Self {
                 action: "invoice",
                 key: note.subscription.clone(),
                 customer: note.customer.as_deref(),
                 username: note.username.as_deref(),
+                ..Self::default()
+            },
+            Action::Entitlements(summary) => Self {
+                action: "entitlements",
+                customer: summary.customer.as_deref(),
+                features: Some(&summary.features),
                 ..Self::default()
             },
             Action::Unhandled => Self {
@@ -115,15 +147,20 @@ impl<'a> Call<'a> {
     }
 }
 
+fn details_json(details: &Details) -> String {
+    serde_json::to_string(details).expect("plain data serializes")
+}
+
 impl Store {
     /// Applies `event` once; with `truth` (the subscription read from
-    /// Stripe's API just now) its status stands whatever the recorded state
-    /// says. An error means nothing was recorded: the caller answers so that
-    /// Stripe delivers again.
+    /// Stripe's API) its status stands whatever the recorded state says,
+    /// unless that state changed since the call was made. An error means
+    /// nothing was recorded: the caller answers so that Stripe delivers
+    /// again.
     pub async fn apply(
         &self,
         event: &Event,
-        truth: Option<&SubscriptionUpdate>,
+        truth: Option<&Truth>,
     ) -> Result<Outcome, sqlx::Error> {
         let call = Call::settled(event, truth);
         let mut lease = self.connections.acquire().await?;
@@ -149,13 +186,15 @@ impl Store {
             // The lease, dropped, closes its connection.
             Err(error) => return Err(error),
         };
-        let (outcome, username, updated, skipped) = answer;
+        let (outcome, username, updated, skipped, skipped_ids) = answer;
 
         if skipped > 0 {
+            // Row ids, never session ids: those are credentials.
             tracing::warn!(
                 event_id = %event.id,
                 username = username.as_deref(),
                 sessions_skipped = skipped,
+                session_row_ids = ?skipped_ids,
                 "sessions left untouched: session_data is not a JSON object"
             );
         }
@@ -187,13 +226,15 @@ pub(super) fn outcome_of(
 }
 
 /// What the store already holds about an event, read before applying it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recorded {
     /// The event id was recorded before.
     pub seen: bool,
     /// The `created` (Unix seconds) of the event that set the subscription's
     /// current state, if it has one.
     pub state_created: Option<i64>,
+    /// That event's id.
+    pub state_event: Option<String>,
 }
 
 impl Store {
@@ -204,31 +245,34 @@ impl Store {
         event_id: &str,
         subscription: &str,
     ) -> Result<Recorded, sqlx::Error> {
-        let (seen, state_created): (bool, Option<i64>) = limit::within(async {
-            let mut conn = Armed::acquire(&self.pool).await?;
-            let answer = sqlx::query_as(
-                "SELECT EXISTS (SELECT 1 FROM sw_events WHERE event_id = $1), \
-                        (SELECT extract(epoch FROM event_created)::bigint \
-                         FROM sw_subscriptions WHERE subscription_id = $2)",
-            )
-            .bind(event_id)
-            .bind(subscription)
-            .fetch_one(conn.connection())
-            .await?;
-            conn.done();
-            Ok(answer)
-        })
+        let (seen, state_created, state_event): (bool, Option<i64>, Option<String>) =
+            limit::within(async {
+                let mut conn = Armed::acquire(&self.pool).await?;
+                let answer = sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM sw_events WHERE event_id = $1), s.created, s.event_id \
+                     FROM (SELECT 1) AS one LEFT JOIN ( \
+                         SELECT extract(epoch FROM event_created)::bigint AS created, event_id \
+                         FROM sw_subscriptions WHERE subscription_id = $2) AS s ON TRUE",
+                )
+                .bind(event_id)
+                .bind(subscription)
+                .fetch_one(conn.connection())
+                .await?;
+                conn.done();
+                Ok(answer)
+            })
         .await?;
         Ok(Recorded {
             seen,
             state_created,
+            state_event,
         })
     }
 }
 
 /// What `sw_apply_event` answers: outcome, username, sessions updated and
-/// skipped.
-pub(super) type Answer = (String, Option<String>, i32, i32);
+/// skipped, and the row ids of those skipped.
+pub(super) type Answer = (String, Option<String>, i32, i32, Vec<i32>);
 
 impl Store {
     pub(super) async fn call(
@@ -237,9 +281,25 @@ impl Store {
         event: &Event,
         call: &Call<'_>,
     ) -> Result<Answer, sqlx::Error> {
+        if let Some(features) = call.features {
+            return sqlx::query_as(
+                "SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped, \
+                        out_skipped_ids \
+                 FROM sw_apply_entitlements($1, $2, $3, $4, $5)",
+            )
+            .bind(&event.id)
+            .bind(&event.kind)
+            .bind(event.created)
+            .bind(call.customer)
+            .bind(features)
+            .fetch_one(connection)
+            .await;
+        }
         sqlx::query_as(
-            "SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped \
-             FROM sw_apply_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "SELECT out_outcome, out_username, out_sessions_updated, out_sessions_skipped, \
+                    out_skipped_ids \
+             FROM sw_apply_event($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                                 $13::jsonb, $14::jsonb, $15)",
         )
         .bind(&event.id)
         .bind(&event.kind)
@@ -250,7 +310,11 @@ impl Store {
         .bind(call.username)
         .bind(call.status)
         .bind(call.period_end)
-        .bind(call.authoritative)
+        .bind(call.truth_status)
+        .bind(call.truth_period_end)
+        .bind(call.truth_expect)
+        .bind(call.details.as_deref())
+        .bind(call.truth_details.as_deref())
         .bind(&*self.subscribed_statuses)
         .fetch_one(connection)
         .await
@@ -268,6 +332,7 @@ mod tests {
             kind: "x".into(),
             created: 1,
             livemode: None,
+            account: None,
             action,
         }
     }
@@ -311,18 +376,22 @@ mod tests {
     }
 
     #[test]
-    fn the_truth_replaces_the_status_and_fills_what_the_payload_lacks() {
+    fn the_truth_goes_beside_the_payload_and_fills_what_it_lacks() {
         let invoice = event(Action::Invoice(InvoiceNote {
             customer: None,
             subscription: Some("sub_1".into()),
             username: Some("ann".into()),
         }));
-        let truth = SubscriptionUpdate {
-            subscription: "sub_1".into(),
-            customer: Some("cus_1".into()),
-            username: Some("bob".into()),
-            status: "past_due".into(),
-            current_period_end: Some(9),
+        let truth = Truth {
+            subscription: SubscriptionUpdate {
+                subscription: "sub_1".into(),
+                customer: Some("cus_1".into()),
+                username: Some("bob".into()),
+                status: "past_due".into(),
+                current_period_end: Some(9),
+                details: Default::default(),
+            },
+            state_event: Some("evt_0".into()),
         };
         let call = Call::settled(&invoice, Some(&truth));
         assert_eq!(
@@ -332,11 +401,18 @@ mod tests {
                 key: Some("sub_1".into()),
                 customer: Some("cus_1"),
                 username: Some("ann"),
-                status: Some("past_due"),
-                period_end: Some(9),
-                authoritative: true,
+                status: None,
+                period_end: None,
+                truth_status: Some("past_due"),
+                truth_period_end: Some(9),
+                truth_expect: Some("evt_0"),
+                truth_details: Some(
+                    r#"{"items":[],"cancel_at_period_end":false,"cancel_at":null,"trial_end":null}"#
+                        .into()
+                ),
+                ..Call::default()
             }
         );
-        assert!(!Call::settled(&invoice, None).authoritative);
+        assert_eq!(Call::settled(&invoice, None).truth_status, None);
     }
 }

@@ -23,7 +23,7 @@ use crate::config::DatabaseConfig;
 use connections::Connections;
 use limit::Armed;
 
-pub use apply::{Outcome, Recorded};
+pub use apply::{Outcome, Recorded, Truth};
 pub use doctor::{MigrationState, RequiredIndex, SessionColumn, TimeZones, required_indexes};
 pub use events::{EventFilter, RecordedEvent};
 pub use migrate::MIGRATE_LOCK_KEY;

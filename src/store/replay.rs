@@ -4,9 +4,12 @@
 //! `stale`, a final state stays final) and the record says what the replay
 //! did.
 
-use super::apply::{Call, outcome_of};
+use sqlx::Connection;
+
+use super::apply::{Call, Truth, outcome_of};
+use super::limit::{self, Armed};
 use super::{Outcome, Store};
-use crate::event::{Event, SubscriptionUpdate};
+use crate::event::Event;
 
 impl Store {
     /// [`Store::apply`] for an event that may have been recorded before.
@@ -16,16 +19,24 @@ impl Store {
     pub async fn apply_again(
         &self,
         event: &Event,
-        truth: Option<&SubscriptionUpdate>,
+        truth: Option<&Truth>,
     ) -> Result<Outcome, sqlx::Error> {
         let call = Call::settled(event, truth);
-        let mut transaction = self.pool().begin().await?;
-        sqlx::query("DELETE FROM sw_events WHERE event_id = $1")
-            .bind(&event.id)
-            .execute(&mut *transaction)
-            .await?;
-        let (outcome, _, updated, skipped) = self.call(&mut transaction, event, &call).await?;
-        transaction.commit().await?;
+        let (outcome, _, updated, skipped, _) = limit::within(async {
+            // Bounded like every store call; cut off, the connection is
+            // closed rather than given back mid-transaction.
+            let mut conn = Armed::acquire(self.pool()).await?;
+            let mut transaction = conn.connection().begin().await?;
+            sqlx::query("DELETE FROM sw_events WHERE event_id = $1")
+                .bind(&event.id)
+                .execute(&mut *transaction)
+                .await?;
+            let answer = self.call(&mut transaction, event, &call).await?;
+            transaction.commit().await?;
+            conn.done();
+            Ok(answer)
+        })
+        .await?;
         outcome_of(&outcome, updated, skipped)
     }
 }

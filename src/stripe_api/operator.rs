@@ -34,7 +34,7 @@ impl StripeApi {
             )));
         }
         let path = format!("/events/{id}");
-        self.get("event", retry, || {
+        self.get("event", None, retry, || {
             RequestBuilder::new(StripeMethod::Get, path.as_str())
         })
         .await
@@ -48,7 +48,7 @@ impl StripeApi {
     /// permission the worker needs (reading events).
     pub async fn probe(&self, retry: &Retry) -> Result<KeyProbe, StripeApiError> {
         let body = self
-            .get("events", retry, || {
+            .get("events", None, retry, || {
                 RequestBuilder::new(StripeMethod::Get, "/events").query(&[("limit", "1")])
             })
             .await?;

@@ -1,8 +1,10 @@
 //! A local fake of the Stripe API endpoints the worker reads, with
 //! Stripe's documented shapes: `GET /v1/events` (filters `types[]`,
 //! `created[gte]`, pagination with `limit` and `starting_after`, newest
-//! first), `GET /v1/events/{id}` and `GET /v1/subscriptions/{id}`. It checks the key, counts every
-//! request, and can answer 429 (with `Retry-After`), 500, or slowly.
+//! first), `GET /v1/events/{id}`, `GET /v1/subscriptions/{id}` and
+//! `GET /v1/entitlements/active_entitlements`. It checks the key, counts
+//! every request, and can answer 429 (with `Retry-After`), 500, slowly, or
+//! only once the test lets it ([`FakeStripe::hold`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,8 @@ pub struct Seen {
     pub path: String,
     pub query: String,
     pub stripe_version: Option<String>,
+    /// Connect's `Stripe-Account` header.
+    pub stripe_account: Option<String>,
 }
 
 #[derive(Default)]
@@ -44,30 +48,57 @@ struct Data {
     /// In the order they happened (created, then insertion).
     events: Vec<Value>,
     subscriptions: HashMap<String, Value>,
+    /// Active entitlements' lookup keys, by customer.
+    entitlements: HashMap<String, Vec<String>>,
     requests: Vec<Seen>,
     /// Used up one per request, before `always`.
     next: VecDeque<Trouble>,
     always: Option<Trouble>,
+    /// While true, answers wait (after the request is counted).
+    held: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 #[derive(Clone)]
 pub struct FakeStripe {
     pub base: String,
     data: Arc<Mutex<Data>>,
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FakeStripe {
     pub async fn start() -> Self {
-        let data = Arc::new(Mutex::new(Data::default()));
+        let (gate, held) = tokio::sync::watch::channel(false);
+        let data = Arc::new(Mutex::new(Data {
+            held: Some(held),
+            ..Data::default()
+        }));
         let app = Router::new()
             .route("/v1/events", get(list_events))
             .route("/v1/events/{id}", get(retrieve_event))
             .route("/v1/subscriptions/{id}", get(retrieve_subscription))
+            .route(
+                "/v1/entitlements/active_entitlements",
+                get(list_active_entitlements),
+            )
             .with_state(data.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { base, data }
+        Self {
+            base,
+            data,
+            gate: Arc::new(gate),
+        }
+    }
+
+    /// Every answer from now on waits (the request is counted first) until
+    /// [`FakeStripe::release`]: a call the test knows to be in flight.
+    pub fn hold(&self) {
+        self.gate.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.gate.send_replace(false);
     }
 
     /// A client for this fake, as `serve` and `reconcile` build it.
@@ -93,6 +124,15 @@ impl FakeStripe {
             .unwrap()
             .subscriptions
             .insert(id, subscription);
+    }
+
+    /// The customer's active entitlements, by lookup key.
+    pub fn set_entitlements(&self, customer: &str, lookup_keys: Vec<String>) {
+        self.data
+            .lock()
+            .unwrap()
+            .entitlements
+            .insert(customer.to_owned(), lookup_keys);
     }
 
     /// The next requests meet these troubles, one each.
@@ -128,7 +168,7 @@ async fn intake(
     path: String,
     query: String,
 ) -> Option<Response> {
-    let trouble = {
+    let (trouble, held) = {
         let mut data = data.lock().unwrap();
         data.requests.push(Seen {
             path,
@@ -137,9 +177,17 @@ async fn intake(
                 .get("stripe-version")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            stripe_account: headers
+                .get("stripe-account")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         });
-        data.next.pop_front().or(data.always)
+        (data.next.pop_front().or(data.always), data.held.clone())
     };
+    if let Some(mut held) = held {
+        // A closed gate (the fake dropped) lets everything through.
+        let _ = held.wait_for(|held| !held).await;
+    }
     let authorized = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -312,6 +360,57 @@ async fn retrieve_subscription(
             &format!("No such subscription: '{id}'"),
         ),
     }
+}
+
+/// `GET /v1/entitlements/active_entitlements?customer=..&limit=..&starting_after=..`,
+/// paged as Stripe pages lists (ids `ent_<n>`).
+async fn list_active_entitlements(
+    State(data): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let path = "/v1/entitlements/active_entitlements".to_owned();
+    if let Some(response) = intake(&data, &headers, path, query.clone()).await {
+        return response;
+    }
+    let pairs = query_pairs(&query);
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let customer = get("customer").expect("customer is required");
+    let limit: usize = get("limit").map_or(10, |v| v.parse().unwrap());
+    assert!((1..=100).contains(&limit), "limit={limit}");
+    let start = get("starting_after").map_or(0, |after| {
+        after.trim_start_matches("ent_").parse::<usize>().unwrap() + 1
+    });
+    let keys = data
+        .lock()
+        .unwrap()
+        .entitlements
+        .get(&customer)
+        .cloned()
+        .unwrap_or_default();
+    let page: Vec<Value> = keys
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(limit)
+        .map(|(n, key)| {
+            json!({ "id": format!("ent_{n}"), "object": "entitlements.active_entitlement",
+                    "feature": format!("feat_{n}"), "livemode": false, "lookup_key": key })
+        })
+        .collect();
+    axum::Json(json!({
+        "object": "list",
+        "url": "/v1/entitlements/active_entitlements",
+        "has_more": start + page.len() < keys.len(),
+        "data": page,
+    }))
+    .into_response()
 }
 
 /// A subscription object as `GET /v1/subscriptions/{id}` renders it at

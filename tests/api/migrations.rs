@@ -87,16 +87,24 @@ async fn migrations_keep_an_existing_user_sessions_table_and_its_rows(pool: PgPo
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(
-        view_columns,
-        [
-            ("username".into(), "text".into()),
-            ("subscribed".into(), "boolean".into()),
-            ("status".into(), "text".into()),
-            (
-                "current_period_end".into(),
-                "timestamp without time zone".into()
-            ),
-        ]
-    );
+    // The web app's four columns first, as they always were; the rest after.
+    let expected: Vec<(String, String)> = [
+        ("username", "text"),
+        ("subscribed", "boolean"),
+        ("status", "text"),
+        ("current_period_end", "timestamp without time zone"),
+        ("subscription_id", "text"),
+        ("price_id", "text"),
+        ("product_id", "text"),
+        ("lookup_key", "text"),
+        ("quantity", "integer"),
+        ("cancel_at_period_end", "boolean"),
+        ("cancel_at", "timestamp without time zone"),
+        ("trial_end", "timestamp without time zone"),
+        ("features", "ARRAY"),
+    ]
+    .into_iter()
+    .map(|(name, kind)| (name.into(), kind.into()))
+    .collect();
+    assert_eq!(view_columns, expected);
 }

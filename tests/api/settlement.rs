@@ -309,3 +309,48 @@ async fn the_binary_calls_the_api_only_with_a_key(pool: PgPool) {
         "RECONCILE_SCHEDULE starts the reconcile schedule: {logs:?}"
     );
 }
+
+/// Compare and set: an invoice makes the worker ask the API about its
+/// subscription; while that call is in flight, a newer event is recorded.
+/// The answer, read before it, must not overwrite it.
+#[sqlx::test]
+async fn an_answer_read_before_a_newer_event_does_not_overwrite_it(pool: PgPool) {
+    let stripe = FakeStripe::start().await;
+    stripe.set_subscription(subscription_object(
+        "sub_h", "cus_h", "active", None, PERIOD_END,
+    ));
+    let app = app_with_api(pool.clone(), stripe.client());
+    add_session(&pool, "s", "hal", Some("{}"), 60, true).await;
+    let t = now() - 100;
+    let paid = checkout("e1", t, "hal", "cus_h", Some("sub_h"));
+    assert_eq!(outcome(&app, &paid).await, "applied");
+
+    stripe.hold();
+    let invoice = invoice_event("e2", "paid", t + 5, "sub_h", "cus_h");
+    let in_flight = tokio::spawn({
+        let app = app.clone();
+        async move { outcome(&app, &invoice).await }
+    });
+    let asked = Instant::now();
+    while stripe.count("/v1/subscriptions/sub_h") == 0 {
+        assert!(asked.elapsed() < Duration::from_secs(10), "never asked");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let newer = subscription("e3", "updated", t + 10, "sub_h", "cus_h", "past_due", None);
+    assert_eq!(outcome(&app, &newer).await, "applied");
+    stripe.release();
+
+    // The invoice's own payload says no status: nothing more to do.
+    assert_eq!(in_flight.await.unwrap(), "ignored");
+    assert_eq!(session(&pool, "s").await["subscription_status"], "past_due");
+    assert_eq!(
+        user_status(&pool, "hal").await,
+        Some((false, Some("past_due".into())))
+    );
+    let event_id: String =
+        sqlx::query_scalar("SELECT event_id FROM sw_subscriptions WHERE subscription_id = 'sub_h'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(event_id, "e3");
+}

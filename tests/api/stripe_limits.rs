@@ -128,7 +128,9 @@ fn gap(seen: &Mutex<Vec<Instant>>) -> Duration {
 #[tokio::test]
 async fn a_429_is_tried_again_no_sooner_than_its_retry_after() {
     let (api, seen) = canned(vec![Answer::RateLimited(Some("2")), Answer::Subscription]).await;
-    api.subscription("sub_1", &Retry::RECONCILE).await.unwrap();
+    api.subscription("sub_1", None, &Retry::RECONCILE)
+        .await
+        .unwrap();
     let gap = gap(&seen);
     assert!(gap >= Duration::from_secs(2), "tried again after {gap:?}");
 }
@@ -138,7 +140,9 @@ async fn a_429_is_never_tried_again_within_a_second() {
     for retry_after in [None, Some("0")] {
         let (api, seen) =
             canned(vec![Answer::RateLimited(retry_after), Answer::Subscription]).await;
-        api.subscription("sub_1", &Retry::RECONCILE).await.unwrap();
+        api.subscription("sub_1", None, &Retry::RECONCILE)
+            .await
+            .unwrap();
         let gap = gap(&seen);
         assert!(
             gap >= Duration::from_secs(1),
@@ -154,7 +158,7 @@ async fn a_retry_after_past_the_budget_ends_the_attempts() {
     let (api, seen) = canned(vec![Answer::RateLimited(Some("10")), Answer::Subscription]).await;
     let started = Instant::now();
     let error = api
-        .subscription("sub_1", &Retry::WEBHOOK)
+        .subscription("sub_1", None, &Retry::WEBHOOK)
         .await
         .unwrap_err();
     assert!(
@@ -174,7 +178,7 @@ async fn an_answer_over_16_mib_is_refused() {
         }])
         .await;
         let error = api
-            .subscription("sub_1", &Retry::RECONCILE)
+            .subscription("sub_1", None, &Retry::RECONCILE)
             .await
             .unwrap_err();
         assert!(
@@ -189,6 +193,9 @@ async fn an_answer_over_16_mib_is_refused() {
         declared: false,
     }])
     .await;
-    let body = api.subscription("sub_1", &Retry::RECONCILE).await.unwrap();
+    let body = api
+        .subscription("sub_1", None, &Retry::RECONCILE)
+        .await
+        .unwrap();
     assert_eq!(body.len(), 15 * 1024 * 1024);
 }
