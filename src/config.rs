@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub mod sessions;
+
 /// A setting that is missing or cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {problem}")]

@@ -12,6 +12,7 @@ pub mod purge;
 pub mod reconcile;
 pub mod schedule;
 pub mod serve;
+pub mod sessions;
 pub mod settle;
 pub mod signature;
 pub mod stats;

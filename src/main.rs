@@ -19,7 +19,8 @@ use session_worker::{purge, reconcile, serve, signature, store, telemetry};
 /// Settings come from the environment: DATABASE_URL, STRIPE_WEBHOOK_SECRET,
 /// PORT, HOST, WEBHOOK_TOLERANCE_SECS, SUBSCRIBED_STATUSES,
 /// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, STRIPE_SECRET_KEY,
-/// STRIPE_API_BASE, RECONCILE_SCHEDULE, LOG_FORMAT,
+/// STRIPE_API_BASE, RECONCILE_SCHEDULE, LOG_FORMAT, SESSION_API_TOKEN,
+/// SESSION_TTL, SESSION_TOUCH_INTERVAL, SESSION_COOKIE_NAME,
 /// RUST_LOG (see README.md).
 #[derive(Parser)]
 #[command(name = "session-worker", version, about)]
@@ -44,6 +45,11 @@ enum Command {
     },
     /// Purge expired and deactivated sessions once, now, and exit.
     Purge,
+    /// Inspect and end the web app's active sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: session_worker::sessions::cli::SessionsCommand,
+    },
     /// Print a valid Stripe-Signature header value for the payload in FILE
     /// (no database needed).
     Sign {
@@ -97,6 +103,12 @@ fn main() -> ExitCode {
         Command::Purge => match (DatabaseConfig::from_env(&env), PurgeConfig::from_env(&env)) {
             (Ok(database), Ok(purge)) => runtime.block_on(purge_once(database, purge)),
             (Err(error), _) | (_, Err(error)) => return config_error(&error),
+        },
+        Command::Sessions { command } => match DatabaseConfig::from_env(&env) {
+            Ok(database) => runtime.block_on(session_worker::sessions::cli::run_command(
+                command, database,
+            )),
+            Err(error) => return config_error(&error),
         },
         Command::Sign { .. } => unreachable!("handled above"),
     };

@@ -8,12 +8,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::sessions::SessionApiConfig;
 use crate::config::{
     ConfigError, CronSchedule, DatabaseConfig, Env, HttpConfig, PurgeConfig, StripeApiConfig,
     WebhookConfig, reconcile_schedule,
 };
 use crate::http::{AppState, SchemaReady, router};
 use crate::schedule::Schedule;
+use crate::sessions::SessionApi;
 use crate::settle::Settler;
 use crate::signature::Verifier;
 use crate::stats;
@@ -46,6 +48,7 @@ pub struct ServeConfig {
     pub purge: PurgeConfig,
     /// `RECONCILE_SCHEDULE`; set only with `STRIPE_SECRET_KEY`.
     pub reconcile_schedule: Option<CronSchedule>,
+    pub sessions: SessionApiConfig,
 }
 
 impl ServeConfig {
@@ -63,6 +66,7 @@ impl ServeConfig {
             stripe_api,
             purge: PurgeConfig::from_env(env)?,
             reconcile_schedule,
+            sessions: SessionApiConfig::from_env(env)?,
         })
     }
 }
@@ -83,7 +87,11 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         username_key: config.webhook.username_metadata_key.clone().into(),
         schema: schema.clone(),
         metrics,
+        sessions: SessionApi::new(&config.sessions, pool.clone()),
     };
+    if let Some(sessions) = &state.sessions {
+        crate::sessions::metrics::spawn_gauge(sessions.store.clone());
+    }
 
     let schedules = Schedules {
         purge: config.purge,

@@ -2,6 +2,7 @@
 
 mod error;
 mod health;
+mod sessions;
 mod webhook;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub username_key: Arc<str>,
     pub schema: SchemaReady,
     pub metrics: PrometheusHandle,
+    /// The session API; `None` (its routes absent) without SESSION_API_TOKEN.
+    pub sessions: Option<crate::sessions::SessionApi>,
 }
 
 /// Set once migrations are applied; until then webhooks and `/readyz` answer
@@ -69,7 +72,7 @@ pub fn router(state: AppState) -> Router {
                 .get("x-request-id")
                 .and_then(|id| id.to_str().ok())
                 .unwrap_or_default();
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            tracing::info_span!("request", method = %request.method(), path = %crate::sessions::mask_path(request.uri().path()), request_id)
         }))
         .propagate_x_request_id();
 
@@ -81,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .merge(sessions::routes(state.sessions.clone()))
         .with_state(state)
         .layer(request_layers)
 }

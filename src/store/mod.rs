@@ -5,6 +5,7 @@ mod connections;
 mod purge;
 mod reconcile;
 mod run_lock;
+mod sessions;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use connections::Connections;
 pub use apply::{Outcome, Recorded};
 pub use purge::{DELETE_BATCH_SQL, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress};
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
+pub use sessions::{SessionRow, SessionStats, SessionStore};
 
 /// How long a request may wait for a pooled connection before the database
 /// counts as unavailable (the webhook answers 503 within 5 s).

@@ -28,6 +28,7 @@ pub fn state(pool: PgPool) -> AppState {
         username_key: "username".into(),
         schema: SchemaReady::already(),
         metrics: session_worker::stats::install(),
+        sessions: None,
     }
 }
 
