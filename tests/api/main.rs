@@ -20,6 +20,7 @@ mod purge_schedule;
 mod reconcile;
 mod render;
 mod rules;
+mod session_api;
 mod sessions;
 mod settlement;
 mod webhook;
