@@ -61,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
             let rng = SplitMix(args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
             let (addr, token) = (args.addr.clone(), args.token.clone());
             let (mode, live, users) = (args.mode, args.live, args.users);
-            tokio::spawn(async move { client(&addr, &token, mode, live, users, rng, deadline).await })
+            tokio::spawn(
+                async move { client(&addr, &token, mode, live, users, rng, deadline).await },
+            )
         })
         .collect();
     let mut all = Results::default();
@@ -121,14 +123,22 @@ async fn client(
             }
         };
         let started = Instant::now();
-        let (status, answer) = tokio::time::timeout(Duration::from_secs(30), connection.exchange(request.as_bytes()))
-            .await
-            .context("request timed out")??;
-        results.latencies_us.push(started.elapsed().as_micros() as u64);
+        let (status, answer) = tokio::time::timeout(
+            Duration::from_secs(30),
+            connection.exchange(request.as_bytes()),
+        )
+        .await
+        .context("request timed out")??;
+        results
+            .latencies_us
+            .push(started.elapsed().as_micros() as u64);
         if status != expected {
             results.unexpected += 1;
             if results.unexpected <= 3 {
-                eprintln!("sessionload: {status}: {}", String::from_utf8_lossy(&answer));
+                eprintln!(
+                    "sessionload: {status}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
             }
         }
     }

@@ -128,6 +128,8 @@ for round in $(seq 1 "$RUNS"); do
         sql "$db" -c "CHECKPOINT"
         read -r p_tps p_p50 p_p99 <<<"$(run_pgbench "$mode" "$round")"
         read -r w_tps w_p50 w_p99 <<<"$(run_worker "$mode" "$round")"
+        # fail() inside $(...) ends only the subshell: an empty figure is its trace.
+        [ -n "$p_tps" ] && [ -n "$p_p99" ] && [ -n "$w_tps" ] && [ -n "$w_p99" ] || fail "round $round $mode"
         ratio=$(awk -v a="$w_tps" -v b="$p_tps" 'BEGIN{printf "%.2f", a / b}')
         say "   round $round $mode: worker $w_tps/s p50 $w_p50 p99 $w_p99 ms | pgbench $p_tps tps p50 $p_p50 p99 $p_p99 ms | ratio $ratio"
         echo "$mode $round $w_tps $w_p50 $w_p99 $p_tps $p_p50 $p_p99 $ratio" >>"$results"

@@ -336,3 +336,35 @@ async fn logout_list_and_logout_everywhere_else(pool: PgPool) {
     .unwrap();
     assert_eq!(ended, 3);
 }
+
+#[sqlx::test]
+async fn ten_thousand_creations_give_ten_thousand_distinct_43_character_ids(pool: PgPool) {
+    let app = api_app(pool.clone(), &[]);
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..1250 {
+                    ids.push(
+                        create(&app, &format!("user_{}", (w * 1250 + i) % 97), json!({})).await,
+                    );
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for worker in workers {
+        for id in worker.await.unwrap() {
+            assert_eq!(id.len(), 43, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{id}"
+            );
+            ids.insert(id);
+        }
+    }
+    assert_eq!(ids.len(), 10_000);
+}
