@@ -15,6 +15,8 @@ mod urls;
 mod endpoint;
 pub use endpoint::{MetricsToken, StripeMode};
 
+pub mod sessions;
+
 /// A setting that is missing or cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {problem}")]

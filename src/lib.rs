@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod sample_event;
 pub mod schedule;
 pub mod serve;
+pub mod sessions;
 pub mod settle;
 pub mod signature;
 pub mod stats;

@@ -11,9 +11,9 @@ use session_worker::config::Env;
 /// Settings come from the environment: DATABASE_URL, STRIPE_WEBHOOK_SECRET,
 /// PORT, HOST, WEBHOOK_TOLERANCE_SECS, SUBSCRIBED_STATUSES,
 /// USERNAME_METADATA_KEY, PURGE_SCHEDULE, PURGE_BATCH_SIZE, EVENT_RETENTION,
-/// STRIPE_SECRET_KEY,
-/// STRIPE_API_BASE, RECONCILE_SCHEDULE, LOG_FORMAT,
-/// RUST_LOG (see docs/settings.md).
+/// STRIPE_SECRET_KEY, STRIPE_API_BASE, STRIPE_MODE, RECONCILE_SCHEDULE,
+/// METRICS_TOKEN, SESSION_API_TOKEN, SESSION_TTL, SESSION_TOUCH_INTERVAL,
+/// SESSION_COOKIE_NAME, LOG_FORMAT, RUST_LOG (see docs/settings.md).
 #[derive(Parser)]
 #[command(name = "session-worker", version, about)]
 struct Cli {
@@ -35,6 +35,11 @@ enum Command {
     /// EVENT_RETENTION) once, now, and exit. docs/purge.md explains the
     /// modes and the pacing.
     Purge(cli::purge::Args),
+    /// Inspect and end the web app's active sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: session_worker::sessions::cli::SessionsCommand,
+    },
     /// Print a valid Stripe-Signature header value for the payload in FILE
     /// (no database needed).
     Sign(cli::sign::Args),
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Command::Migrate => cli::migrate::run(&env),
         Command::Reconcile(args) => cli::reconcile::run(&env, args),
         Command::Purge(args) => cli::purge::run(&env, args),
+        Command::Sessions { command } => cli::sessions::run(&env, command),
         Command::Sign(args) => cli::sign::run(args),
         Command::Doctor => cli::doctor::run(&env),
         Command::Events(args) => cli::events::run(&env, args),

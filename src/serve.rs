@@ -8,12 +8,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::sessions::SessionApiConfig;
 use crate::config::{
     ConfigError, CronSchedule, DatabaseConfig, Env, HttpConfig, MetricsToken, PurgeConfig,
     StripeApiConfig, StripeMode, WebhookConfig, reconcile_schedule,
 };
 use crate::http::{AppState, SchemaReady, router, server};
 use crate::schedule::Schedule;
+use crate::sessions::SessionApi;
 use crate::settle::Settler;
 use crate::signature::Verifier;
 use crate::stats;
@@ -53,6 +55,7 @@ pub struct ServeConfig {
     pub reconcile_schedule: Option<CronSchedule>,
     pub mode: StripeMode,
     pub metrics_token: Option<MetricsToken>,
+    pub sessions: SessionApiConfig,
 }
 
 impl ServeConfig {
@@ -72,6 +75,7 @@ impl ServeConfig {
             reconcile_schedule,
             mode: StripeMode::from_env(env)?,
             metrics_token: MetricsToken::from_env(env)?,
+            sessions: SessionApiConfig::from_env(env)?,
         })
     }
 }
@@ -96,7 +100,11 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         metrics,
         mode: config.mode,
         metrics_token: config.metrics_token.clone(),
+        sessions: SessionApi::new(&config.sessions, pool.clone()),
     };
+    if let Some(sessions) = &state.sessions {
+        crate::sessions::metrics::spawn_gauge(sessions.store.clone());
+    }
 
     let schedules = Schedules {
         purge: config.purge,

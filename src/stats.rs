@@ -42,6 +42,11 @@ pub fn install() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(WEBHOOK_DURATION.into()), LATENCY_BUCKETS)
                 .expect("latency buckets are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(crate::sessions::metrics::LIFETIME.into()),
+                    crate::sessions::metrics::LIFETIME_BUCKETS,
+                )
+                .expect("lifetime buckets are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();
@@ -61,6 +66,7 @@ pub async fn upkeep(handle: PrometheusHandle) {
 }
 
 fn describe() {
+    crate::sessions::metrics::describe();
     describe_counter!(
         EVENTS,
         "Webhook calls by event type and outcome (applied, stale, duplicate, ignored, unknown_user, rejected, failed)"

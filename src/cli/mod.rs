@@ -9,6 +9,7 @@ pub mod purge;
 pub mod reconcile;
 pub mod replay;
 pub mod serve;
+pub mod sessions;
 pub mod sign;
 pub mod trigger;
 

@@ -5,6 +5,7 @@ mod health;
 mod intake;
 mod quiet;
 pub mod server;
+mod sessions;
 mod webhook;
 
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub mode: StripeMode,
     /// `METRICS_TOKEN`: when set, `/metrics` needs it.
     pub metrics_token: Option<MetricsToken>,
+    /// The session API; `None` (its routes absent) without SESSION_API_TOKEN.
+    pub sessions: Option<crate::sessions::SessionApi>,
 }
 
 /// Set once migrations are applied; until then webhooks and `/readyz` answer
@@ -81,7 +84,7 @@ pub fn router(state: AppState) -> Router {
                 .get("x-request-id")
                 .and_then(|id| id.to_str().ok())
                 .unwrap_or_default();
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            tracing::info_span!("request", method = %request.method(), path = %crate::sessions::mask_path(request.uri().path()), request_id)
         })
         // Handlers log their own failures once; a line per 5xx here would
         // double them, and under a flood of shed requests flood the log.
@@ -97,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .merge(sessions::routes(state.sessions.clone()))
         .with_state(state)
         .layer(request_layers)
 }

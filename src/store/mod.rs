@@ -11,6 +11,7 @@ mod purge;
 mod reconcile;
 mod replay;
 mod run_lock;
+mod sessions;
 mod wrong_mode;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use purge::{
     RowLocks, is_statement_timeout,
 };
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
+pub use sessions::{SessionRow, SessionStats, SessionStore};
 pub use wrong_mode::WRONG_MODE;
 
 /// How long a request may wait for a pooled connection before the database

@@ -30,6 +30,7 @@ pub fn state(pool: PgPool) -> AppState {
         metrics: session_worker::stats::install(),
         mode: Default::default(),
         metrics_token: None,
+        sessions: None,
     }
 }
 

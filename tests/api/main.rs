@@ -36,6 +36,7 @@ mod reconcile_stream;
 mod render;
 mod replay;
 mod rules;
+mod session_api;
 mod session_text;
 mod sessions;
 mod settings_at_start;
