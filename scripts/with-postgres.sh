@@ -115,6 +115,10 @@ if [ -z "$started" ]; then
     cat "$workdir/server.log" >&2
     exit 1
 fi
+# The port it got, for every later start too: a plain `pg_ctl start` (the
+# soak's restarts after stopping the server) reads postgresql.conf, not the
+# -o of the first start, and would come back on 5432.
+echo "port = $port" >>"$datadir/postgresql.conf"
 
 export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 export PG_BINDIR="$bindir"
