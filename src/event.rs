@@ -5,16 +5,22 @@
 //! fields all the time and moves some (`current_period_end` onto subscription
 //! items, an invoice's subscription under `parent.subscription_details`).
 
+mod checkout;
 mod details;
 mod entitlements;
+mod invoice;
+mod subscription;
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub use checkout::Checkout;
 pub use details::{Details, Item};
 pub use entitlements::EntitlementSummary;
+pub use invoice::InvoiceNote;
+pub use subscription::{SubscriptionUpdate, parse_subscription};
 
 /// Why a body is not a Stripe event we can act on.
 #[derive(Debug, thiserror::Error)]
@@ -49,38 +55,6 @@ pub enum Action {
     Entitlements(EntitlementSummary),
     /// A type we do not act on: recorded and acknowledged.
     Unhandled,
-}
-
-/// `checkout.session.completed` and its `async_payment_*` sequels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkout {
-    pub session_id: String,
-    pub username: Option<String>,
-    pub customer: Option<String>,
-    pub subscription: Option<String>,
-    /// `payment_status` is `paid` or `no_payment_required` (always for
-    /// `async_payment_succeeded`, never for `async_payment_failed`).
-    pub paid: bool,
-}
-
-/// `customer.subscription.*`: the subscription's state as of the event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionUpdate {
-    pub subscription: String,
-    pub customer: Option<String>,
-    pub username: Option<String>,
-    pub status: String,
-    /// Unix seconds.
-    pub current_period_end: Option<i64>,
-    pub details: Details,
-}
-
-/// `invoice.paid` / `invoice.payment_failed`: carries no subscription status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvoiceNote {
-    pub customer: Option<String>,
-    pub subscription: Option<String>,
-    pub username: Option<String>,
 }
 
 /// Every `customer.subscription.*` type whose object is a subscription.
@@ -156,9 +130,9 @@ pub(crate) fn id_of(reference: Option<Reference>) -> Option<String> {
     }
 }
 
-type Metadata = Option<HashMap<String, Option<String>>>;
+pub(crate) type Metadata = Option<HashMap<String, Option<String>>>;
 
-fn username_in(metadata: &Metadata, key: &str) -> Option<String> {
+pub(crate) fn username_in(metadata: &Metadata, key: &str) -> Option<String> {
     metadata
         .as_ref()?
         .get(key)?
@@ -166,31 +140,6 @@ fn username_in(metadata: &Metadata, key: &str) -> Option<String> {
         .filter(|name| !name.is_empty())
         .map(str::to_owned)
 }
-
-#[derive(Deserialize)]
-struct RawCheckout {
-    id: String,
-    client_reference_id: Option<String>,
-    #[serde(default)]
-    metadata: Metadata,
-    customer: Option<Reference>,
-    subscription: Option<Reference>,
-    payment_status: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawSubscription {
-    id: String,
-    status: String,
-    customer: Option<Reference>,
-    #[serde(default)]
-    metadata: Metadata,
-    current_period_end: Option<i64>,
-    items: Option<RawList<details::RawItem>>,
-    #[serde(flatten)]
-    details: details::RawDetails,
-}
-
 #[derive(Deserialize)]
 pub(crate) struct RawList<T> {
     #[serde(default = "Vec::new")]
@@ -198,29 +147,6 @@ pub(crate) struct RawList<T> {
     #[serde(default)]
     pub(crate) has_more: bool,
 }
-
-#[derive(Deserialize)]
-struct RawInvoice {
-    customer: Option<Reference>,
-    subscription: Option<Reference>,
-    #[serde(default)]
-    metadata: Metadata,
-    subscription_details: Option<RawSubscriptionDetails>,
-    parent: Option<RawInvoiceParent>,
-}
-
-#[derive(Deserialize)]
-struct RawInvoiceParent {
-    subscription_details: Option<RawSubscriptionDetails>,
-}
-
-#[derive(Deserialize)]
-struct RawSubscriptionDetails {
-    subscription: Option<Reference>,
-    #[serde(default)]
-    metadata: Metadata,
-}
-
 /// Parses a (verified) webhook body. `username_key` is the metadata key that
 /// names the user.
 pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
@@ -235,17 +161,19 @@ pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
         reason: e.to_string(),
     };
     let action = match raw.kind.as_str() {
-        kind if CHECKOUT_EVENTS.contains(&kind) => Action::Checkout(checkout(
+        kind if CHECKOUT_EVENTS.contains(&kind) => Action::Checkout(checkout::checkout(
             serde_json::from_str(object).map_err(bad_object)?,
             kind,
             username_key,
         )),
-        kind if SUBSCRIPTION_EVENTS.contains(&kind) => Action::Subscription(subscription(
-            serde_json::from_str(object).map_err(bad_object)?,
-            kind,
-            username_key,
-        )),
-        "invoice.paid" | "invoice.payment_failed" => Action::Invoice(invoice(
+        kind if SUBSCRIPTION_EVENTS.contains(&kind) => {
+            Action::Subscription(subscription::subscription(
+                serde_json::from_str(object).map_err(bad_object)?,
+                kind,
+                username_key,
+            ))
+        }
+        "invoice.paid" | "invoice.payment_failed" => Action::Invoice(invoice::invoice(
             serde_json::from_str(object).map_err(bad_object)?,
             username_key,
         )),
@@ -264,77 +192,6 @@ pub fn parse(body: &[u8], username_key: &str) -> Result<Event, EventError> {
         account: raw.account.filter(|account| !account.is_empty()),
         action,
     })
-}
-
-/// Parses a subscription object as the API returns it
-/// (`GET /v1/subscriptions/{id}`), with the same tolerant reading as a
-/// webhook's `data.object`.
-pub fn parse_subscription(
-    body: &[u8],
-    username_key: &str,
-) -> Result<SubscriptionUpdate, EventError> {
-    let raw: RawSubscription = serde_json::from_slice(body).map_err(|e| EventError::BadObject {
-        kind: "subscription".into(),
-        reason: e.to_string(),
-    })?;
-    Ok(subscription(raw, "subscription", username_key))
-}
-
-fn checkout(raw: RawCheckout, kind: &str, username_key: &str) -> Checkout {
-    Checkout {
-        session_id: raw.id,
-        username: raw
-            .client_reference_id
-            .filter(|id| !id.is_empty())
-            .or_else(|| username_in(&raw.metadata, username_key)),
-        customer: id_of(raw.customer),
-        subscription: id_of(raw.subscription),
-        paid: match kind {
-            "checkout.session.async_payment_succeeded" => true,
-            "checkout.session.async_payment_failed" => false,
-            _ => matches!(
-                raw.payment_status.as_deref(),
-                Some("paid" | "no_payment_required")
-            ),
-        },
-    }
-}
-
-fn subscription(raw: RawSubscription, kind: &str, username_key: &str) -> SubscriptionUpdate {
-    let items = raw.items.map(|items| items.data).unwrap_or_default();
-    let item_period_end = items
-        .iter()
-        .filter_map(|item| item.current_period_end)
-        .max();
-    SubscriptionUpdate {
-        subscription: raw.id,
-        customer: id_of(raw.customer),
-        username: username_in(&raw.metadata, username_key),
-        // A deleted subscription is canceled, whatever the payload says.
-        status: if kind == "customer.subscription.deleted" {
-            "canceled".to_owned()
-        } else {
-            raw.status.to_ascii_lowercase()
-        },
-        current_period_end: raw.current_period_end.or(item_period_end),
-        details: raw.details.details(items),
-    }
-}
-
-fn invoice(raw: RawInvoice, username_key: &str) -> InvoiceNote {
-    let details = raw
-        .subscription_details
-        .or_else(|| raw.parent.and_then(|parent| parent.subscription_details));
-    let (details_subscription, details_metadata) = match details {
-        Some(details) => (id_of(details.subscription), details.metadata),
-        None => (None, None),
-    };
-    InvoiceNote {
-        customer: id_of(raw.customer),
-        subscription: id_of(raw.subscription).or(details_subscription),
-        username: username_in(&raw.metadata, username_key)
-            .or_else(|| username_in(&details_metadata, username_key)),
-    }
 }
 
 #[cfg(test)]

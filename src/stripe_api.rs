@@ -15,7 +15,9 @@
 //!   requires 20 fields at the top and more in every item and price, and its
 //!   parse errors name no field.
 
+mod errors;
 mod http;
+mod retry;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,7 +32,10 @@ use crate::config::{ConfigError, StripeApiConfig};
 use crate::stats;
 use http::{Http, HttpError};
 
+use errors::Failure;
+pub use errors::StripeApiError;
 pub use http::MAX_ANSWER_BYTES;
+pub use retry::{RATE_LIMIT_PAUSE, Retry};
 
 mod operator;
 pub use operator::KeyProbe;
@@ -43,80 +48,6 @@ const PAGE_SIZE: u8 = 100;
 #[derive(Clone, Debug)]
 pub struct StripeApi {
     http: Http,
-}
-
-/// Stripe counts its rate limits per second: a `429` is tried again no
-/// sooner than this, and no sooner than its `Retry-After`.
-pub const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
-
-/// How hard to try one read.
-#[derive(Clone, Copy, Debug)]
-pub struct Retry {
-    /// At most this many attempts.
-    pub attempts: u32,
-    /// One attempt's limit: connection, answer and body.
-    pub attempt_timeout: Duration,
-    /// The pause after the first failure; doubled after each next one, up
-    /// to `max_backoff`.
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Attempts and pauses all end within this.
-    pub budget: Duration,
-}
-
-impl Retry {
-    /// A webhook is answered within 4.5 s: the API gets 3 s of it, the store
-    /// the rest.
-    pub const WEBHOOK: Self = Self {
-        attempts: 4,
-        attempt_timeout: Duration::from_millis(1200),
-        first_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_millis(800),
-        budget: Duration::from_secs(3),
-    };
-
-    /// `reconcile` keeps no caller waiting: longer pauses ride out a rate
-    /// limit (Stripe counts per second) or a short outage.
-    pub const RECONCILE: Self = Self {
-        attempts: 6,
-        attempt_timeout: Duration::from_secs(20),
-        first_backoff: Duration::from_millis(500),
-        max_backoff: Duration::from_secs(8),
-        budget: Duration::from_secs(60),
-    };
-
-    /// The pause after `failures` failed attempts (1 or more).
-    pub fn backoff(&self, failures: u32) -> Duration {
-        let doubled = self
-            .first_backoff
-            .saturating_mul(1 << failures.saturating_sub(1).min(16));
-        doubled.min(self.max_backoff)
-    }
-}
-
-/// Why a read gave no answer to use.
-#[derive(Debug, thiserror::Error)]
-pub enum StripeApiError {
-    /// Timeouts, refused connections, 429, 409 or 5xx until the attempts or
-    /// the budget ran out: worth trying again later.
-    #[error(
-        "Stripe's API gave no usable answer after {attempts} attempt(s) in {elapsed_ms} ms; last: {last}"
-    )]
-    Unavailable {
-        attempts: u32,
-        elapsed_ms: u64,
-        last: String,
-    },
-    /// 404: no such object for this key's account.
-    #[error("{0} not found in Stripe's API")]
-    NotFound(String),
-    /// A refusal that trying again does not change (a wrong key, a key
-    /// without a permission, a bad request) until someone changes a setting.
-    #[error("Stripe's API refused the request: {0}")]
-    Refused(String),
-    /// A success whose body is not what the endpoint documents.
-    #[error("Stripe's API answered something unreadable: {0}")]
-    BadAnswer(String),
 }
 
 /// One page of `GET /v1/events`, newest first; each event as raw JSON.
@@ -376,93 +307,9 @@ impl StripeClient for KeepBody<'_> {
     }
 }
 
-/// What a failed attempt means for the next one, with its metrics label.
-enum Failure {
-    /// Worth another attempt, no sooner than the pause given.
-    Transient(&'static str, String, Duration),
-    Lasting(&'static str, StripeApiError),
-}
-
-impl Failure {
-    fn of(error: HttpError) -> Self {
-        match error {
-            HttpError::Status {
-                status,
-                kind,
-                retry_after,
-            } => {
-                // Stripe's messages for 401/403 quote part of the key: only
-                // the status, type and code are kept.
-                let what = match &kind {
-                    Some((kind, code)) => format!(
-                        "{status} {kind}{}",
-                        code.as_ref()
-                            .map(|code| format!(" ({code})"))
-                            .unwrap_or_default()
-                    ),
-                    None => {
-                        format!("{status} (an answer that is not Stripe's: a proxy in between?)")
-                    }
-                };
-                match status {
-                    404 if kind.is_some() => {
-                        Self::Lasting("not_found", StripeApiError::NotFound(what))
-                    }
-                    429 => Self::Transient(
-                        "rate_limited",
-                        what,
-                        retry_after.unwrap_or_default().max(RATE_LIMIT_PAUSE),
-                    ),
-                    409 | 500..=599 => {
-                        Self::Transient("server_error", what, retry_after.unwrap_or_default())
-                    }
-                    _ if kind.is_none() => Self::Transient("server_error", what, Duration::ZERO),
-                    401 | 403 => Self::Lasting(
-                        "refused",
-                        StripeApiError::Refused(format!(
-                            "{what}: check STRIPE_SECRET_KEY and its permissions (read events and subscriptions)"
-                        )),
-                    ),
-                    _ => Self::Lasting("refused", StripeApiError::Refused(what)),
-                }
-            }
-            HttpError::Timeout => Self::Transient("timeout", "timed out".into(), Duration::ZERO),
-            HttpError::Unreachable(message) => {
-                Self::Transient("unreachable", message, Duration::ZERO)
-            }
-            HttpError::TooLarge => Self::Lasting(
-                "too_large",
-                StripeApiError::BadAnswer(format!(
-                    "an answer over {} MiB, refused",
-                    MAX_ANSWER_BYTES / (1024 * 1024)
-                )),
-            ),
-            HttpError::Invalid(message) => {
-                Self::Lasting("refused", StripeApiError::Refused(message))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let retry = Retry::WEBHOOK;
-        let pauses: Vec<u64> = (1..=5)
-            .map(|n| retry.backoff(n).as_millis() as u64)
-            .collect();
-        assert_eq!(pauses, [100, 200, 400, 800, 800]);
-        assert_eq!(Retry::RECONCILE.backoff(40), Duration::from_secs(8));
-    }
-
-    #[test]
-    fn the_webhook_retries_fit_its_deadline() {
-        let retry = Retry::WEBHOOK;
-        assert!(retry.budget + Duration::from_millis(1000) <= Duration::from_millis(4500));
-    }
 
     #[test]
     fn the_events_query_uses_stripes_brackets() {

@@ -162,6 +162,14 @@ mod tests {
     }
 
     #[test]
+    fn a_keys_mode_is_read_from_its_prefix() {
+        assert_eq!(StripeMode::of_key("rk_live_abc"), Some(StripeMode::Live));
+        assert_eq!(StripeMode::of_key("sk_test_abc"), Some(StripeMode::Test));
+        assert_eq!(StripeMode::of_key("sk_abc"), None);
+        assert_eq!(StripeMode::of_key("pk_live_abc"), None);
+    }
+
+    #[test]
     fn events_of_the_other_mode_or_of_none_are_not_admitted() {
         assert!(StripeMode::Any.admits(None));
         assert!(StripeMode::Live.admits(Some(true)));

@@ -172,13 +172,18 @@ async fn indexes(store: &Store) -> Result<Vec<Check>, sqlx::Error> {
             IndexState::Valid => {}
             IndexState::Missing => checks.push(Check::fail(
                 subject,
-                format!("is missing ({}): run `{}`", index.purpose, index.create),
+                format!(
+                    "is missing ({}): run `{}`",
+                    index.needed_by,
+                    index.create_sql()
+                ),
             )),
             IndexState::Invalid => checks.push(Check::fail(
                 subject,
                 format!(
                     "is INVALID, left by an interrupted build (queries cannot use it, writes still pay for it): run `DROP INDEX CONCURRENTLY {}` then `{}`",
-                    index.name, index.create
+                    index.name,
+                    index.create_sql()
                 ),
             )),
         }

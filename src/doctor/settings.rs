@@ -4,7 +4,7 @@
 use secrecy::ExposeSecret;
 
 use super::Check;
-use crate::config::{Env, StripeApiConfig};
+use crate::config::{Env, StripeApiConfig, StripeMode};
 use crate::stripe_api::{Retry, StripeApi};
 
 /// Enough to tell a working key from a refused one, not to wait out an
@@ -78,52 +78,25 @@ pub fn webhook_secret(env: &Env) -> Check {
     )
 }
 
-/// `live`, `test`, or `None` for a key whose mode its prefix does not say.
-fn key_mode(key: &str) -> Option<&'static str> {
-    if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
-        Some("live")
-    } else if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
-        Some("test")
-    } else {
-        None
-    }
-}
-
 /// `STRIPE_MODE`, the key's form and mode, and one call to the API.
 pub async fn stripe_api(env: &Env) -> Vec<Check> {
     const SUBJECT: &str = "Stripe API";
-    let mode = env
-        .value("STRIPE_MODE")
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_else(|| "any".into());
-    if !["live", "test", "any"].contains(&mode.as_str()) {
-        return vec![Check::fail(
-            "STRIPE_MODE",
-            format!("must be live, test or any, got {mode:?}"),
-        )];
-    }
-    let config = match StripeApiConfig::from_env(env) {
-        Ok(config) => config,
+    // The settings' own parsing: `StripeMode::from_env` refuses an unknown
+    // mode and a key of the other mode, so doctor says what `serve` would.
+    let settings =
+        StripeMode::from_env(env).and_then(|mode| Ok((mode, StripeApiConfig::from_env(env)?)));
+    let (mode, config) = match settings {
+        Ok(settings) => settings,
         Err(error) => return vec![Check::fail(error.variable, error.problem)],
     };
+    let mode = mode.as_str();
     let Some(key) = &config.secret_key else {
         return vec![Check::pass(
             SUBJECT,
             "STRIPE_SECRET_KEY not set: no API calls (`reconcile` and `replay` need a key; ties and invoices are then settled from the payload alone)",
         )];
     };
-    let key_mode = key_mode(key.expose_secret());
-    if let Some(key_mode) = key_mode
-        && mode != "any"
-        && mode != key_mode
-    {
-        return vec![Check::fail(
-            "STRIPE_MODE",
-            format!(
-                "is {mode} but STRIPE_SECRET_KEY is a {key_mode}-mode key: use a {mode}-mode key (sk_{mode}_... or rk_{mode}_...) or set STRIPE_MODE={key_mode}"
-            ),
-        )];
-    }
+    let key_mode = StripeMode::of_key(key.expose_secret()).map(StripeMode::as_str);
     let api = match StripeApi::from_config(&config) {
         Ok(Some(api)) => api,
         Ok(None) => unreachable!("the key is set"),
@@ -186,12 +159,5 @@ mod tests {
             assert!(!check.to_string().contains("topsecret"), "{check}");
         }
         assert!(!webhook_secret(&Env::from_pairs([])).ok);
-    }
-
-    #[test]
-    fn a_keys_mode_is_read_from_its_prefix() {
-        assert_eq!(key_mode("rk_live_abc"), Some("live"));
-        assert_eq!(key_mode("sk_test_abc"), Some("test"));
-        assert_eq!(key_mode("sk_abc"), None);
     }
 }

@@ -3,67 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::indexes::{self, IndexState};
+use super::indexes::{IndexState, REQUIRED_INDEXES, RequiredIndex};
 use super::{Store, migrate};
-
-/// An index the worker cannot do without, and how to make it again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequiredIndex {
-    pub name: &'static str,
-    /// What it is for, said when it is missing.
-    pub purpose: &'static str,
-    /// The statement that builds it without blocking the web app.
-    pub create: String,
-}
-
-/// The worker's own tables' indexes, built inside their migrations'
-/// transactions (so never left invalid), beside those built `CONCURRENTLY`
-/// ([`indexes::REQUIRED_INDEXES`], which the migrations also repair).
-const WORKER_TABLE_INDEXES: &[(&str, &str, &str)] = &[
-    (
-        "sw_events_pkey",
-        "it makes each event take effect once",
-        "ALTER TABLE sw_events ADD PRIMARY KEY (event_id)",
-    ),
-    (
-        "sw_customers_pkey",
-        "customers are found by id",
-        "ALTER TABLE sw_customers ADD PRIMARY KEY (customer_id)",
-    ),
-    (
-        "sw_subscriptions_pkey",
-        "subscriptions are found by id",
-        "ALTER TABLE sw_subscriptions ADD PRIMARY KEY (subscription_id)",
-    ),
-    (
-        "sw_subscriptions_username_idx",
-        "a user's subscriptions are summed up by it",
-        "CREATE INDEX CONCURRENTLY sw_subscriptions_username_idx ON sw_subscriptions (username)",
-    ),
-    (
-        "sw_subscriptions_orphans_idx",
-        "a checkout finds the subscriptions waiting for their user by it",
-        "CREATE INDEX CONCURRENTLY sw_subscriptions_orphans_idx ON sw_subscriptions (customer_id) WHERE username IS NULL",
-    ),
-];
-
-/// Every index `doctor` checks: those the migrations build `CONCURRENTLY`,
-/// then the worker's own tables'.
-pub fn required_indexes() -> Vec<RequiredIndex> {
-    let concurrent = indexes::REQUIRED_INDEXES.iter().map(|index| RequiredIndex {
-        name: index.name,
-        purpose: index.needed_by,
-        create: index.create_sql(),
-    });
-    let own = WORKER_TABLE_INDEXES
-        .iter()
-        .map(|&(name, purpose, create)| RequiredIndex {
-            name,
-            purpose,
-            create: create.to_owned(),
-        });
-    concurrent.chain(own).collect()
-}
 
 /// A column of `user_sessions` as the database has it.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -116,10 +57,11 @@ impl Store {
         .await
     }
 
-    /// Each of [`required_indexes`] with its state.
-    pub async fn index_states(&self) -> Result<Vec<(RequiredIndex, IndexState)>, sqlx::Error> {
-        let required = required_indexes();
-        let names: Vec<&str> = required.iter().map(|index| index.name).collect();
+    /// Each of [`REQUIRED_INDEXES`] with its state.
+    pub async fn index_states(
+        &self,
+    ) -> Result<Vec<(&'static RequiredIndex, IndexState)>, sqlx::Error> {
+        let names: Vec<&str> = REQUIRED_INDEXES.iter().map(|index| index.name).collect();
         let found: HashMap<String, bool> = sqlx::query_as::<_, (String, bool)>(
             "SELECT c.relname::text, i.indisvalid AND i.indisready \
              FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
@@ -130,8 +72,8 @@ impl Store {
         .await?
         .into_iter()
         .collect();
-        Ok(required
-            .into_iter()
+        Ok(REQUIRED_INDEXES
+            .iter()
             .map(|index| {
                 let state = match found.get(index.name) {
                     Some(true) => IndexState::Valid,

@@ -12,7 +12,7 @@
 //!   together deadlocked, and the build was cancelled. So the migrator's own
 //!   lock is off, and ours is held around it.
 //! - A migration is never recorded as applied over an invalid index: every
-//!   required index ([`REQUIRED_INDEXES`]) left invalid by an interrupted
+//!   required index built `CONCURRENTLY` ([`concurrently_built`]) left invalid by an interrupted
 //!   build is dropped before the migrator runs (so that its migration's
 //!   `IF NOT EXISTS` does not skip it), and each one is checked, and built
 //!   again if need be, after it.
@@ -23,7 +23,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
-use super::indexes::{IndexState, REQUIRED_INDEXES, table_exists};
+use super::indexes::{IndexState, concurrently_built, table_exists};
 use super::limit;
 
 /// The migration lock's key for the one-`bigint` form of PostgreSQL's
@@ -102,7 +102,7 @@ async fn lock(conn: &mut PgConnection) -> Result<(), MigrateError> {
 /// Drops each required index that a build left invalid, so that its
 /// migration (or [`ensure_indexes`]) builds it again.
 async fn drop_invalid_indexes(conn: &mut PgConnection) -> Result<(), MigrateError> {
-    for index in REQUIRED_INDEXES {
+    for index in concurrently_built() {
         if index.state(conn).await? == IndexState::Invalid {
             tracing::warn!(
                 index = index.name,
@@ -119,7 +119,7 @@ async fn drop_invalid_indexes(conn: &mut PgConnection) -> Result<(), MigrateErro
 /// Builds each required index that is missing or invalid, and fails unless
 /// every one ends valid.
 async fn ensure_indexes(conn: &mut PgConnection) -> Result<(), MigrateError> {
-    for index in REQUIRED_INDEXES {
+    for index in concurrently_built() {
         if !table_exists(conn, index.table).await? {
             continue;
         }

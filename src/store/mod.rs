@@ -25,7 +25,7 @@ use connections::Connections;
 use limit::Armed;
 
 pub use apply::{Outcome, Recorded, Truth};
-pub use doctor::{MigrationState, RequiredIndex, SessionColumn, TimeZones, required_indexes};
+pub use doctor::{MigrationState, SessionColumn, TimeZones};
 pub use events::{EventFilter, RecordedEvent};
 pub use migrate::MIGRATE_LOCK_KEY;
 pub use purge::{

@@ -145,8 +145,10 @@ async fn a_key_is_tried_on_the_api_and_against_stripe_mode(pool: PgPool) {
 
     // The fake's key is a test key: STRIPE_MODE=live disagrees, before any call.
     let run = doctor(&pool, &with(API_KEY, "live")).await;
-    let line = failure(&run, "STRIPE_MODE");
-    assert!(line.contains("test-mode key"), "{line}");
+    assert_eq!(
+        failure(&run, "STRIPE_MODE"),
+        "FAIL STRIPE_MODE: is live but STRIPE_SECRET_KEY is a test-mode key; use a key of the same mode"
+    );
     assert_eq!(stripe.count("/v1/events"), 1);
 
     // A key the API refuses.

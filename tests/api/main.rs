@@ -30,6 +30,7 @@ mod process;
 mod purge;
 mod purge_faults;
 mod purge_modes;
+mod purge_plan;
 mod purge_schedule;
 mod reconcile;
 mod reconcile_stream;

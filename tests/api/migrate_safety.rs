@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use session_worker::store::{self, indexes::IndexState, indexes::REQUIRED_INDEXES};
+use session_worker::store::{self, indexes::IndexState, indexes::concurrently_built};
 use sqlx::{Connection, PgPool};
 
 use crate::binary::{bare_command, database_url};
@@ -40,15 +40,14 @@ async fn web_app_table(pool: &PgPool, rows: i32) {
 async fn index_states(pool: &PgPool) -> Vec<(&'static str, IndexState)> {
     let mut conn = pool.acquire().await.unwrap();
     let mut states = Vec::new();
-    for index in REQUIRED_INDEXES {
+    for index in concurrently_built() {
         states.push((index.name, index.state(&mut conn).await.unwrap()));
     }
     states
 }
 
 fn all_valid() -> Vec<(&'static str, IndexState)> {
-    REQUIRED_INDEXES
-        .iter()
+    concurrently_built()
         .map(|index| (index.name, IndexState::Valid))
         .collect()
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Batch, PurgeConnection, within};
+use super::{Batch, PurgeConnection, within_limit};
 
 /// At most `$2` events received before `$1`, from `$3` on in
 /// `received_at` order (where the previous batch got to: the index entries
@@ -31,7 +31,7 @@ impl PurgeConnection {
         limit: u32,
     ) -> Result<Batch, sqlx::Error> {
         let time_limit = self.limit();
-        let (found, deleted, to): (i64, i64, Option<DateTime<Utc>>) = within(
+        let (found, deleted, to): (i64, i64, Option<DateTime<Utc>>) = within_limit(
             time_limit,
             sqlx::query_as(DELETE_EVENTS_SQL)
                 .bind(before)

@@ -3,7 +3,7 @@
 
 use chrono::NaiveDateTime;
 
-use super::{PurgeConnection, within};
+use super::{PurgeConnection, within_limit};
 
 /// One batch: at most `$4` sessions that expired at `$1` (UTC) or were
 /// deactivated, each found by walking an index and skipped when another
@@ -105,7 +105,7 @@ impl PurgeConnection {
             i64,
             Option<NaiveDateTime>,
             Option<NaiveDateTime>,
-        ) = within(
+        ) = within_limit(
             time_limit,
             sqlx::query_as(DELETE_BATCH_SQL)
                 .bind(progress.expired_at)

@@ -14,12 +14,14 @@ mod events;
 mod index_walk;
 mod range_walk;
 
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use sqlx::{AssertSqlSafe, PgPool};
 
+// A call past its limit is dropped, and its connection with it: a
+// [`RunLock`] closes its connection when it is dropped.
+use super::limit::within_limit;
 use super::run_lock::RunLock;
 
 pub use events::DELETE_EVENTS_SQL;
@@ -81,7 +83,7 @@ impl PurgeConnection {
     ) -> Result<Option<Self>, sqlx::Error> {
         let limit = statement_timeout + CLIENT_MARGIN;
         // Cut off, the half-made lock is dropped and its connection closed.
-        let Some(lock) = within(limit, RunLock::try_lock(pool, PURGE_LOCK_KEY)).await? else {
+        let Some(lock) = within_limit(limit, RunLock::try_lock(pool, PURGE_LOCK_KEY)).await? else {
             return Ok(None);
         };
         let mut this = Self {
@@ -104,7 +106,7 @@ impl PurgeConnection {
     async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
         let limit = self.limit();
         let statement = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()));
-        within(limit, statement.execute(self.lock.connection()))
+        within_limit(limit, statement.execute(self.lock.connection()))
             .await
             .map(drop)
     }
@@ -114,14 +116,14 @@ impl PurgeConnection {
     pub async fn now_utc(&mut self) -> Result<NaiveDateTime, sqlx::Error> {
         let limit = self.limit();
         let query = sqlx::query_scalar("SELECT now() AT TIME ZONE 'UTC'");
-        within(limit, query.fetch_one(self.lock.connection())).await
+        within_limit(limit, query.fetch_one(self.lock.connection())).await
     }
 
     /// How many sessions are due at `cutoff` and how big the table is, from
     /// the planner's statistics and the file's size: no row is read.
     pub async fn estimate(&mut self, cutoff: NaiveDateTime) -> Result<Estimate, sqlx::Error> {
         let limit = self.limit();
-        let plan: Vec<String> = within(
+        let plan: Vec<String> = within_limit(
             limit,
             sqlx::query_scalar(
                 "EXPLAIN SELECT 1 FROM user_sessions WHERE expires_at <= $1 OR is_active = false",
@@ -130,7 +132,7 @@ impl PurgeConnection {
             .fetch_all(self.lock.connection()),
         )
         .await?;
-        let (pages, analyzed, tid_range_scans): (i64, bool, bool) = within(
+        let (pages, analyzed, tid_range_scans): (i64, bool, bool) = within_limit(
             limit,
             sqlx::query_as(
                 "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint, \
@@ -157,7 +159,7 @@ impl PurgeConnection {
         self.execute("RESET statement_timeout; RESET lock_timeout")
             .await?;
         let limit = self.limit();
-        within(limit, self.lock.unlock()).await
+        within_limit(limit, self.lock.unlock()).await
     }
 }
 
@@ -166,22 +168,6 @@ fn planned_rows(line: &str) -> Option<f64> {
     let rest = &line[line.find("rows=")? + "rows=".len()..];
     let digits: &str = rest.split(|c: char| !c.is_ascii_digit()).next()?;
     digits.parse().ok()
-}
-
-/// `call`, or an error once `limit` has passed without an answer. The call is
-/// dropped then: the caller must drop its connection too (a [`RunLock`]
-/// closes it).
-async fn within<T>(
-    limit: Duration,
-    call: impl Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, sqlx::Error> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(result) => result,
-        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("the database did not answer within {limit:?}"),
-        ))),
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use chrono::NaiveDateTime;
 
-use super::{PurgeConnection, within};
+use super::{PurgeConnection, within_limit};
 
 /// How a range's statement keeps off the rows that others hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +101,7 @@ impl PurgeConnection {
         end: i64,
     ) -> Result<u64, sqlx::Error> {
         let limit = self.limit();
-        let deleted: i64 = within(
+        let deleted: i64 = within_limit(
             limit,
             sqlx::query_scalar(sql)
                 .bind(cutoff)

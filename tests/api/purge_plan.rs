@@ -1,0 +1,106 @@
+//! The purge's plan: its batch statement walks the purge indexes and never
+//! scans the table, and those indexes cost the webhook's update nothing.
+
+use chrono::NaiveDateTime;
+use session_worker::store::DELETE_BATCH_SQL;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::helpers::*;
+
+/// The batch statement walks the two purge indexes and deletes by TID: no
+/// sequential scan, whether PostgreSQL plans it for the values at hand or
+/// once for all (as it does for a prepared statement).
+#[sqlx::test]
+async fn a_batch_walks_indexes_and_never_scans_the_table(pool: PgPool) {
+    sqlx::query(
+        "INSERT INTO user_sessions (session_id, username, session_data, expires_at, is_active) \
+         SELECT 'sid-' || i, 'user-' || (i % 500), '{\"theme\": \"dark\"}', \
+                (now() AT TIME ZONE 'UTC') + make_interval(mins => CASE WHEN i % 2 = 0 THEN -i ELSE i END), \
+                i % 100 <> 1 \
+         FROM generate_series(1, 20000) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql("ANALYZE user_sessions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let cutoff: NaiveDateTime = sqlx::query_scalar("SELECT now() AT TIME ZONE 'UTC'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    // At the start of a run, and resuming mid-walk.
+    let middle = cutoff - chrono::Duration::minutes(5000);
+    let mut plans = Vec::new();
+    for from in [None, Some(middle)] {
+        let plan: Vec<String> =
+            sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {DELETE_BATCH_SQL}")))
+                .bind(cutoff)
+                .bind(from)
+                .bind(from)
+                .bind(5000_i64)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        plans.push(plan.join("\n"));
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET plan_cache_mode = force_generic_plan; \
+         PREPARE purge_batch(timestamp, timestamp, timestamp, bigint) AS {DELETE_BATCH_SQL}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let generic: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "EXPLAIN EXECUTE purge_batch('{cutoff}', NULL, NULL, 5000)"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    plans.push(generic.join("\n"));
+
+    for plan in plans {
+        for access in [
+            "user_sessions_expires_at_idx",
+            "user_sessions_deactivated_idx",
+            "Tid Scan on user_sessions",
+        ] {
+            assert!(plan.contains(access), "no {access}:\n{plan}");
+        }
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
+}
+
+/// The purge's indexes leave the webhook's update (session_data and
+/// updated_at) a HOT update: no index entry written for it.
+#[sqlx::test]
+async fn the_webhooks_update_stays_hot(pool: PgPool) {
+    add_session(&pool, "s", "hal", Some("{}"), 60, true).await;
+    let mut tx = pool.begin().await.unwrap();
+    let hot_updates = async |tx: &mut sqlx::PgConnection| -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT pg_stat_get_xact_tuples_updated('user_sessions'::regclass), \
+                    pg_stat_get_xact_tuples_hot_updated('user_sessions'::regclass)",
+        )
+        .fetch_one(tx)
+        .await
+        .unwrap()
+    };
+    sqlx::query(
+        "UPDATE user_sessions SET session_data = '{\"subscribed\": true}', \
+                updated_at = (now() AT TIME ZONE 'UTC') WHERE session_id = 's'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(hot_updates(&mut tx).await, (1, 1));
+    // The measure can tell: a change to an indexed column is not HOT.
+    sqlx::query("UPDATE user_sessions SET expires_at = expires_at + interval '1 minute'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(hot_updates(&mut tx).await, (2, 1));
+}
