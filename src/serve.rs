@@ -32,12 +32,21 @@ use crate::{purge, reconcile};
 /// `max_connections` (Render's smallest plans allow 97).
 pub const POOL_SIZE: u32 = 8;
 
-/// Render waits 30 s (`maxShutdownDelaySeconds`) before SIGKILL; in-flight
-/// requests get this long to finish.
-const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+/// Render sends SIGKILL this long after SIGTERM (`maxShutdownDelaySeconds`
+/// in render.yaml).
+const RENDER_KILL: Duration = Duration::from_secs(30);
+
+/// In-flight requests get this long to finish (a webhook needs 4.5 s at
+/// most). With the two limits below, the process is gone 25 s after SIGTERM
+/// at most: 5 s to spare before Render's SIGKILL.
+const DRAIN_LIMIT: Duration = Duration::from_secs(20);
 
 /// After the drain, the schedules and connections get this long to stop.
 const WIND_DOWN_LIMIT: Duration = Duration::from_secs(4);
+
+/// Last, the runtime waits this long for its blocking tasks (a DNS lookup of
+/// a database host that does not answer) before the process exits.
+pub const RUNTIME_SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 
 /// How far back a scheduled reconcile looks, as `reconcile` does by default.
 const RECONCILE_SINCE: Duration = Duration::from_secs(3 * 24 * 3600);
@@ -254,4 +263,18 @@ pub fn shutdown_on_signal() -> CancellationToken {
         trigger.cancel();
     });
     token
+}
+
+#[cfg(test)]
+mod shutdown_tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_ends_well_before_renders_kill() {
+        let longest = DRAIN_LIMIT + WIND_DOWN_LIMIT + RUNTIME_SHUTDOWN_LIMIT;
+        assert!(
+            longest + Duration::from_secs(5) <= RENDER_KILL,
+            "{longest:?} leaves less than 5 s before Render's SIGKILL"
+        );
+    }
 }
