@@ -48,6 +48,13 @@ const WIND_DOWN_LIMIT: Duration = Duration::from_secs(4);
 /// a database host that does not answer) before the process exits.
 pub const RUNTIME_SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 
+// The whole stop ends at least 5 s before Render's SIGKILL; checked when
+// compiling, so a limit raised past it does not build.
+const _: () = assert!(
+    DRAIN_LIMIT.as_secs() + WIND_DOWN_LIMIT.as_secs() + RUNTIME_SHUTDOWN_LIMIT.as_secs() + 5
+        <= RENDER_KILL.as_secs()
+);
+
 /// How far back a scheduled reconcile looks, as `reconcile` does by default.
 const RECONCILE_SINCE: Duration = Duration::from_secs(3 * 24 * 3600);
 
@@ -263,18 +270,4 @@ pub fn shutdown_on_signal() -> CancellationToken {
         trigger.cancel();
     });
     token
-}
-
-#[cfg(test)]
-mod shutdown_tests {
-    use super::*;
-
-    #[test]
-    fn shutdown_ends_well_before_renders_kill() {
-        let longest = DRAIN_LIMIT + WIND_DOWN_LIMIT + RUNTIME_SHUTDOWN_LIMIT;
-        assert!(
-            longest + Duration::from_secs(5) <= RENDER_KILL,
-            "{longest:?} leaves less than 5 s before Render's SIGKILL"
-        );
-    }
 }
