@@ -42,6 +42,10 @@ pub struct Subject {
     pub status: Option<String>,
     /// Unix seconds.
     pub created: i64,
+    /// Live mode (`"livemode": true` on the event and its objects), for a
+    /// deployment with `STRIPE_MODE=live`; test mode by default, as
+    /// `stripe trigger` sends.
+    pub livemode: bool,
 }
 
 impl Subject {
@@ -59,6 +63,7 @@ impl Subject {
             user,
             status: None,
             created,
+            livemode: false,
         }
     }
 }
@@ -97,7 +102,7 @@ pub fn build(kind: &str, subject: &Subject) -> Option<Value> {
         "api_version": API_VERSION,
         "created": subject.created,
         "data": data,
-        "livemode": false,
+        "livemode": subject.livemode,
         "pending_webhooks": 1,
         "request": { "id": format!("req_{}", base62(random_u64(), 14)), "idempotency_key": null },
         "type": kind
@@ -143,7 +148,7 @@ fn checkout(subject: &Subject, payment_status: &str) -> Value {
         "expires_at": t + 86_340,
         "invoice": format!("in_1T{}", base62(random_u64(), 22)),
         "invoice_creation": null,
-        "livemode": false,
+        "livemode": subject.livemode,
         "locale": null,
         "metadata": metadata(subject),
         "mode": "subscription",
@@ -221,7 +226,7 @@ fn subscription(subject: &Subject, usual: &str) -> Value {
                 "price": {
                     "id": "price_1TsampleMonthly", "object": "price", "active": true,
                     "billing_scheme": "per_unit", "created": start - PERIOD, "currency": "usd",
-                    "livemode": false, "lookup_key": null, "metadata": {}, "nickname": null,
+                    "livemode": subject.livemode, "lookup_key": null, "metadata": {}, "nickname": null,
                     "product": "prod_TsamplePlan", "recurring": { "interval": "month", "interval_count": 1,
                     "meter": null, "usage_type": "licensed" }, "tax_behavior": "unspecified",
                     "type": "recurring", "unit_amount": 1500, "unit_amount_decimal": "1500"
@@ -235,7 +240,7 @@ fn subscription(subject: &Subject, usual: &str) -> Value {
             "url": format!("/v1/subscription_items?subscription={}", subject.subscription)
         },
         "latest_invoice": format!("in_1T{}", base62(random_u64(), 22)),
-        "livemode": false,
+        "livemode": subject.livemode,
         "metadata": metadata(subject),
         "next_pending_invoice_item_invoice": null,
         "on_behalf_of": null,
@@ -272,7 +277,7 @@ fn invoice(subject: &Subject, paid: bool) -> Value {
         "created": t - 60,
         "currency": "usd",
         "customer": subject.customer,
-        "livemode": false,
+        "livemode": subject.livemode,
         "metadata": {},
         "parent": {
             "type": "subscription_details",
@@ -329,6 +334,23 @@ fn base62(seed: u64, len: usize) -> String {
 mod tests {
     use super::*;
     use crate::event::{self, Action};
+
+    #[test]
+    fn livemode_is_the_subjects_on_the_event_and_its_objects() {
+        for livemode in [false, true] {
+            let subject = Subject {
+                livemode,
+                ..Subject::new(Some("ann".into()), 1_700_000_000)
+            };
+            for kind in TYPES {
+                let event = build(kind, &subject).unwrap();
+                let body = serde_json::to_vec(&event).unwrap();
+                let parsed = event::parse(&body, "username").unwrap();
+                assert_eq!(parsed.livemode, Some(livemode), "{kind}");
+                assert_eq!(event["data"]["object"]["livemode"], livemode, "{kind}");
+            }
+        }
+    }
 
     #[test]
     fn every_type_parses_as_the_webhook_reads_it() {

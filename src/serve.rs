@@ -32,12 +32,28 @@ use crate::{purge, reconcile};
 /// `max_connections` (Render's smallest plans allow 97).
 pub const POOL_SIZE: u32 = 8;
 
-/// Render waits 30 s (`maxShutdownDelaySeconds`) before SIGKILL; in-flight
-/// requests get this long to finish.
-const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+/// Render sends SIGKILL this long after SIGTERM (`maxShutdownDelaySeconds`
+/// in render.yaml).
+const RENDER_KILL: Duration = Duration::from_secs(30);
+
+/// In-flight requests get this long to finish (a webhook needs 4.5 s at
+/// most). With the two limits below, the process is gone 25 s after SIGTERM
+/// at most: 5 s to spare before Render's SIGKILL.
+const DRAIN_LIMIT: Duration = Duration::from_secs(20);
 
 /// After the drain, the schedules and connections get this long to stop.
 const WIND_DOWN_LIMIT: Duration = Duration::from_secs(4);
+
+/// Last, the runtime waits this long for its blocking tasks (a DNS lookup of
+/// a database host that does not answer) before the process exits.
+pub const RUNTIME_SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
+
+// The whole stop ends at least 5 s before Render's SIGKILL; checked when
+// compiling, so a limit raised past it does not build.
+const _: () = assert!(
+    DRAIN_LIMIT.as_secs() + WIND_DOWN_LIMIT.as_secs() + RUNTIME_SHUTDOWN_LIMIT.as_secs() + 5
+        <= RENDER_KILL.as_secs()
+);
 
 /// How far back a scheduled reconcile looks, as `reconcile` does by default.
 const RECONCILE_SINCE: Duration = Duration::from_secs(3 * 24 * 3600);

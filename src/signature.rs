@@ -182,10 +182,22 @@ impl Verifier {
         if !matched {
             return Err(SignatureError::Mismatch);
         }
+        self.check_fresh(header, now)?;
+        Ok(header.timestamp)
+    }
+
+    /// Is the header's timestamp within the tolerance of `now`? Needs no
+    /// body, so the webhook asks it before reading one: a stale or future
+    /// timestamp can never verify, and its upload must cost no memory.
+    pub fn check_fresh(
+        &self,
+        header: &SignatureHeader<'_>,
+        now: i64,
+    ) -> Result<(), SignatureError> {
         if now.abs_diff(header.timestamp) > self.tolerance_secs.unsigned_abs() {
             return Err(SignatureError::Stale);
         }
-        Ok(header.timestamp)
+        Ok(())
     }
 }
 
@@ -261,6 +273,17 @@ mod tests {
             v.verify(Some(&header), BODY, T - 301),
             Err(SignatureError::Stale)
         );
+    }
+
+    #[test]
+    fn freshness_is_known_from_the_header_alone() {
+        let header = format!("t={T},v1={}", "0".repeat(64));
+        let parsed = parse_header(Some(header.as_bytes())).unwrap();
+        let v = verifier(&[SECRET]);
+        assert_eq!(v.check_fresh(&parsed, T + 300), Ok(()));
+        assert_eq!(v.check_fresh(&parsed, T - 300), Ok(()));
+        assert_eq!(v.check_fresh(&parsed, T + 301), Err(SignatureError::Stale));
+        assert_eq!(v.check_fresh(&parsed, T - 301), Err(SignatureError::Stale));
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     let result = runtime.block_on(work);
     // Dropped, a runtime waits for its blocking tasks (a DNS lookup of a
     // database host that does not answer) for as long as they take.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    runtime.shutdown_timeout(crate::serve::RUNTIME_SHUTDOWN_LIMIT);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

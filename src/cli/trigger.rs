@@ -1,5 +1,5 @@
 //! `session-worker trigger TYPE --url URL --secret S [--user U] [--customer
-//! C] [--subscription ID] [--status S]`: a realistic event
+//! C] [--subscription ID] [--status S] [--livemode]`: a realistic event
 //! (src/sample_event.rs), signed with S as Stripe signs, POSTed to URL as
 //! Stripe posts it. Prints the answer's status and body; exit 0 on a 2xx.
 
@@ -45,6 +45,11 @@ pub struct Args {
     /// checkout's payment_status (paid, unpaid) [default: the type's usual].
     #[arg(long)]
     pub status: Option<String>,
+    /// Send a live-mode event (`"livemode": true`), to check a deployment
+    /// with STRIPE_MODE=live (which records test-mode events as
+    /// `wrong_mode` and changes nothing).
+    #[arg(long)]
+    pub livemode: bool,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -73,6 +78,7 @@ async fn trigger(args: Args) -> anyhow::Result<bool> {
     subject.customer = args.customer.unwrap_or(subject.customer);
     subject.subscription = args.subscription.unwrap_or(subject.subscription);
     subject.status = args.status;
+    subject.livemode = args.livemode;
     let event = sample_event::build(&args.kind, &subject).expect("clap allows only known types");
     let body = serde_json::to_vec_pretty(&event)?;
     let signature = signature::sign(&args.secret, now, &body);

@@ -23,8 +23,14 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A body declared this small or smaller counts against the small budget.
 pub const SMALL_BODY: u64 = 64 * 1024;
-/// KiB of small bodies held at once: 16 MiB, room for hundreds of events.
-const SMALL_BUDGET_KIB: usize = 16 * 1024;
+/// Connections the contract's hostile-traffic figure names: so many stalled
+/// small uploads must not leave genuine events waiting for room.
+const STALLED_CALLERS: usize = 400;
+/// KiB of small bodies held at once: a full [`SMALL_BODY`] for each of
+/// [`STALLED_CALLERS`] (25 MiB) plus 8 MiB for the genuine events beside
+/// them. With the large slots' 16 MiB that is 49 MiB of bodies at most,
+/// well under the contract's 128 MiB resident.
+const SMALL_BUDGET_KIB: usize = STALLED_CALLERS * (SMALL_BODY as usize / 1024) + 8 * 1024;
 /// Large bodies read at once (each up to [`MAX_BODY_BYTES`]).
 const LARGE_SLOTS: usize = 16;
 

@@ -18,7 +18,8 @@ use crate::store::{Outcome, WRONG_MODE};
 use crate::stripe_api::Retry;
 use crate::{event, stats};
 
-/// Past this the answer is 503, well inside Stripe's own timeout, and Stripe
+/// Past this, counted from the start of the request (the wait for room and
+/// the body's upload included), the answer is 503, well inside Stripe's own timeout, and Stripe
 /// delivers again. The work itself is not cut short: it commits or rolls back
 /// whole, and a late commit turns the retry into a duplicate. API calls
 /// (`Retry::WEBHOOK`) give up well before it.
@@ -55,6 +56,14 @@ pub async fn receive(
         stats::signature_failure(error.reason());
         rejected(StatusCode::BAD_REQUEST, error.reason(), error.to_string())
     })?;
+    // A timestamp outside the tolerance can never verify: refused before its
+    // body takes any room in the budget.
+    app.verifier
+        .check_fresh(&header, chrono::Utc::now().timestamp())
+        .map_err(|error| {
+            stats::signature_failure(error.reason());
+            rejected(StatusCode::BAD_REQUEST, error.reason(), error.to_string())
+        })?;
 
     let body = budget.read(body).await.map_err(|error| {
         let (status, reason, message) = match error {
@@ -98,7 +107,7 @@ pub async fn receive(
         return record_wrong_mode(&app, &event, started).await;
     }
 
-    let outcome = apply(&app, &event).await.inspect_err(|_| {
+    let outcome = apply(&app, &event, started).await.inspect_err(|_| {
         stats::webhook(&event.kind, "failed", started.elapsed());
     })?;
 
@@ -137,7 +146,7 @@ async fn record_wrong_mode(
     if !app.schema.is_set() {
         return Err(ApiError::unavailable());
     }
-    match tokio::time::timeout(DEADLINE, app.store.record_wrong_mode(event)).await {
+    match tokio::time::timeout(left(started), app.store.record_wrong_mode(event)).await {
         Ok(Ok(())) => {}
         failed => {
             let failure = match failed {
@@ -164,7 +173,11 @@ async fn record_wrong_mode(
 
 /// Runs the store's transaction on its own task, so that an answer given at
 /// the deadline (or a client that hangs up) never cancels it half way.
-async fn apply(app: &AppState, event: &event::Event) -> Result<Outcome, ApiError> {
+async fn apply(
+    app: &AppState,
+    event: &event::Event,
+    started: Instant,
+) -> Result<Outcome, ApiError> {
     if !app.schema.is_set() {
         tracing::warn!(event_id = %event.id, event_type = %event.kind, "webhook not applied: migrations not applied yet");
         return Err(ApiError::unavailable());
@@ -174,7 +187,7 @@ async fn apply(app: &AppState, event: &event::Event) -> Result<Outcome, ApiError
         let event = event.clone();
         async move { settler.apply(&event, &Retry::WEBHOOK).await }
     });
-    let (failure, answer) = match tokio::time::timeout(DEADLINE, work).await {
+    let (failure, answer) = match tokio::time::timeout(left(started), work).await {
         Ok(Ok(Ok(outcome))) => return Ok(outcome),
         Ok(Ok(Err(error @ SettleError::Api(_)))) => {
             (error.to_string(), ApiError::stripe_unavailable())
@@ -188,6 +201,13 @@ async fn apply(app: &AppState, event: &event::Event) -> Result<Outcome, ApiError
     };
     tracing::error!(event_id = %event.id, event_type = %event.kind, "webhook not applied: {failure}");
     Err(answer)
+}
+
+/// What is left of [`DEADLINE`] since the request began: the wait for room
+/// in the body budget and the body's upload count too, so that a 503 still
+/// comes within 5 s of the request.
+fn left(started: Instant) -> Duration {
+    DEADLINE.saturating_sub(started.elapsed())
 }
 
 fn ms(started: Instant) -> f64 {

@@ -5,7 +5,27 @@
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
+
+use super::limit::{self, Armed};
+
+/// `$call` (a query run on the connection `$conn`) within
+/// [`limit::CALL_TIMEOUT`], on an [`Armed`] connection: the session API is
+/// on the request path, and a call cut short (a client that hangs up, a
+/// database that stopped answering) must close its connection rather than
+/// hand it back to a pool whose release ping may hang.
+macro_rules! bounded {
+    ($pool:expr, |$conn:ident| $call:expr) => {
+        limit::within(async {
+            let mut armed = Armed::acquire($pool).await?;
+            let $conn = armed.connection();
+            let answer = $call.await?;
+            armed.done();
+            Ok(answer)
+        })
+        .await
+    };
+}
 
 /// A session as the API shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -56,17 +76,18 @@ impl SessionStore {
         lifetime: Duration,
         record_lifetime: bool,
     ) -> Result<SessionRow, sqlx::Error> {
-        let (session_data, created_at, updated_at, expires_at) = sqlx::query_as(
-            "SELECT o_session_data, o_created_at, o_updated_at, o_expires_at \
-             FROM sw_session_create($1, $2, $3, $4, $5)",
-        )
-        .bind(session_id)
-        .bind(username)
-        .bind(members)
-        .bind(secs(lifetime))
-        .bind(record_lifetime)
-        .fetch_one(&self.pool)
-        .await?;
+        let (session_data, created_at, updated_at, expires_at) = bounded!(&self.pool, |conn| {
+            sqlx::query_as(
+                "SELECT o_session_data, o_created_at, o_updated_at, o_expires_at \
+                 FROM sw_session_create($1, $2, $3, $4, $5)",
+            )
+            .bind(session_id)
+            .bind(username)
+            .bind(members)
+            .bind(secs(lifetime))
+            .bind(record_lifetime)
+            .fetch_one(conn)
+        })?;
         Ok(SessionRow {
             session_id: session_id.to_owned(),
             username: username.to_owned(),
@@ -80,14 +101,15 @@ impl SessionStore {
     /// A live session, read only.
     pub async fn load(&self, session_id: &str) -> Result<Option<SessionRow>, sqlx::Error> {
         // The hot path: a literal, so no formatting per request.
-        sqlx::query_as(
-            "SELECT session_id, username, session_data, created_at, updated_at, expires_at \
-             FROM user_sessions \
-             WHERE session_id = $1 AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')",
-        )
-        .bind(session_id)
-        .fetch_optional(&self.pool)
-        .await
+        bounded!(&self.pool, |conn| {
+            sqlx::query_as(
+                "SELECT session_id, username, session_data, created_at, updated_at, expires_at \
+                 FROM user_sessions \
+                 WHERE session_id = $1 AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')",
+            )
+            .bind(session_id)
+            .fetch_optional(conn)
+        })
     }
 
     /// A live session, its expiry moved to now + its lifetime when it was
@@ -100,7 +122,7 @@ impl SessionStore {
         default_lifetime: Duration,
         interval: Duration,
     ) -> Result<Option<SessionRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let query = format!(
             "WITH found AS ( \
                  SELECT u.id, u.session_id, u.username, u.session_data, u.created_at, u.updated_at, \
                         u.expires_at, make_interval(secs => COALESCE(l.lifetime_secs, $2)) AS lifetime \
@@ -118,12 +140,14 @@ impl SessionStore {
              SELECT f.session_id, f.username, f.session_data, f.created_at, f.updated_at, \
                     COALESCE(t.expires_at, f.expires_at) AS expires_at \
              FROM found f LEFT JOIN touched t ON t.id = f.id"
-        )))
-        .bind(session_id)
-        .bind(secs(default_lifetime))
-        .bind(secs(interval))
-        .fetch_optional(&self.pool)
-        .await
+        );
+        bounded!(&self.pool, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(query))
+                .bind(session_id)
+                .bind(secs(default_lifetime))
+                .bind(secs(interval))
+                .fetch_optional(conn)
+        })
     }
 
     /// Reads a live session's data with its row locked, lets `edit` compute
@@ -134,53 +158,34 @@ impl SessionStore {
         session_id: &str,
         edit: impl FnOnce(Option<&str>) -> Result<String, E>,
     ) -> Result<Option<Result<SessionRow, E>>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let current: Option<(Option<String>,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT session_data FROM user_sessions WHERE session_id = $1 AND {LIVE} FOR UPDATE"
-        )))
-        .bind(session_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((current,)) = current else {
-            return Ok(None);
-        };
-        let data = match edit(current.as_deref()) {
-            Ok(data) => data,
-            Err(refused) => return Ok(Some(Err(refused))),
-        };
-        let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE user_sessions SET session_data = $2, updated_at = (now() AT TIME ZONE 'UTC') \
-             WHERE session_id = $1 RETURNING {COLUMNS}"
-        )))
-        .bind(session_id)
-        .bind(data)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(Ok(row)))
+        bounded!(&self.pool, |conn| update_on(conn, session_id, edit))
     }
 
     /// Ends a live session; returns how long it had lived.
     pub async fn end(&self, session_id: &str) -> Result<Option<Duration>, sqlx::Error> {
-        let lived: Option<(f64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let query = format!(
             "UPDATE user_sessions SET is_active = FALSE, updated_at = (now() AT TIME ZONE 'UTC') \
              WHERE session_id = $1 AND {LIVE} RETURNING {LIVED}"
-        )))
-        .bind(session_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        );
+        let lived: Option<(f64,)> = bounded!(&self.pool, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(query))
+                .bind(session_id)
+                .fetch_optional(conn)
+        })?;
         Ok(lived.map(|(secs,)| duration(secs)))
     }
 
     /// A user's live sessions, newest first.
     pub async fn list(&self, username: &str) -> Result<Vec<SessionRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let query = format!(
             "SELECT {COLUMNS} FROM user_sessions WHERE username = $1 AND {LIVE} \
              ORDER BY created_at DESC NULLS LAST, id DESC"
-        )))
-        .bind(username)
-        .fetch_all(&self.pool)
-        .await
+        );
+        bounded!(&self.pool, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(query))
+                .bind(username)
+                .fetch_all(conn)
+        })
     }
 
     /// Ends a user's live sessions but `except`; returns how long each had
@@ -190,35 +195,37 @@ impl SessionStore {
         username: &str,
         except: Option<&str>,
     ) -> Result<Vec<Duration>, sqlx::Error> {
-        let lived: Vec<(f64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let query = format!(
             "UPDATE user_sessions SET is_active = FALSE, updated_at = (now() AT TIME ZONE 'UTC') \
              WHERE username = $1 AND {LIVE} AND session_id IS DISTINCT FROM $2 RETURNING {LIVED}"
-        )))
-        .bind(username)
-        .bind(except)
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let lived: Vec<(f64,)> = bounded!(&self.pool, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(query))
+                .bind(username)
+                .bind(except)
+                .fetch_all(conn)
+        })?;
         Ok(lived.into_iter().map(|(secs,)| duration(secs)).collect())
     }
 
     /// Live sessions, for the gauge; also forgets the lifetimes of sessions
     /// the purge (or the app) has deleted.
     pub async fn count_live(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query(
-            "DELETE FROM sw_session_lifetimes l \
-             WHERE NOT EXISTS (SELECT 1 FROM user_sessions u WHERE u.id = l.session_row_id)",
-        )
-        .execute(&self.pool)
-        .await?;
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM user_sessions WHERE {LIVE}"
-        )))
-        .fetch_one(&self.pool)
-        .await
+        bounded!(&self.pool, |conn| {
+            sqlx::query(
+                "DELETE FROM sw_session_lifetimes l \
+                 WHERE NOT EXISTS (SELECT 1 FROM user_sessions u WHERE u.id = l.session_row_id)",
+            )
+            .execute(conn)
+        })?;
+        let query = format!("SELECT count(*) FROM user_sessions WHERE {LIVE}");
+        bounded!(&self.pool, |conn| {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(query)).fetch_one(conn)
+        })
     }
 
     pub async fn stats(&self) -> Result<SessionStats, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let query = format!(
             "WITH live AS ( \
                  SELECT username, extract(epoch FROM (now() AT TIME ZONE 'UTC') - created_at)::float8 AS age \
                  FROM user_sessions WHERE {LIVE} \
@@ -227,9 +234,10 @@ impl SessionStore {
                     (SELECT count(*) FROM per_user) AS users, \
                     (SELECT count(*) FROM per_user WHERE n > 1) AS users_with_several, \
                     (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age) FROM live) AS median_age_secs"
-        )))
-        .fetch_one(&self.pool)
-        .await
+        );
+        bounded!(&self.pool, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(query)).fetch_one(conn)
+        })
     }
 }
 
@@ -244,4 +252,42 @@ fn secs(duration: Duration) -> i32 {
 
 fn duration(secs: f64) -> Duration {
     Duration::from_secs_f64(secs.max(0.0))
+}
+
+/// [`SessionStore::update_data`] on one connection, in one transaction.
+async fn update_on<E>(
+    conn: &mut PgConnection,
+    session_id: &str,
+    edit: impl FnOnce(Option<&str>) -> Result<String, E>,
+) -> Result<Option<Result<SessionRow, E>>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let current: Option<(Option<String>,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT session_data FROM user_sessions WHERE session_id = $1 AND {LIVE} FOR UPDATE"
+    )))
+    .bind(session_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    // Rolled back here, not on drop: a rollback left for later would be
+    // sent by the pool's release ping, outside any limit.
+    let Some((current,)) = current else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let data = match edit(current.as_deref()) {
+        Ok(data) => data,
+        Err(refused) => {
+            tx.rollback().await?;
+            return Ok(Some(Err(refused)));
+        }
+    };
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE user_sessions SET session_data = $2, updated_at = (now() AT TIME ZONE 'UTC') \
+         WHERE session_id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(session_id)
+    .bind(data)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Ok(row)))
 }

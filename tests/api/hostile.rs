@@ -172,11 +172,16 @@ async fn a_body_not_whole_within_ten_seconds_of_its_head_is_408(pool: PgPool) {
 async fn uploads_without_a_plausible_signature_are_refused_before_their_body(pool: PgPool) {
     let server = ready_server(&pool, &[]).await;
     let one_mib = 1024 * 1024;
-    let cases: [(Option<&[u8]>, usize, u16, &str); 5] = [
+    let stale = format!("t=1,v1={}", "0".repeat(64)).into_bytes();
+    let future = format!("t={},v1={}", now() + 3600, "0".repeat(64)).into_bytes();
+    let cases: [(Option<&[u8]>, usize, u16, &str); 7] = [
         (None, one_mib, 400, "missing"),
         (Some(b"t=1,v1=caf\xe9"), one_mib, 400, "not ASCII"),
         (Some(b"whatever"), one_mib, 400, "no timestamp"),
         (Some(b"t=1700000000,v1=nothex"), one_mib, 400, "64 hex"),
+        // Well formed, but a timestamp that can never verify, either way.
+        (Some(&stale), one_mib, 400, "tolerance"),
+        (Some(&future), one_mib, 400, "tolerance"),
         // A plausible signature, but more than the limit declared.
         (Some(&plausible_signature()), 2 * one_mib, 413, "1 MiB"),
     ];
@@ -204,7 +209,15 @@ async fn uploads_without_a_plausible_signature_are_refused_before_their_body(poo
     );
     assert_eq!(
         metric(&server, "session_worker_http_rejections_total").await,
-        5.0
+        7.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "session_worker_signature_failures_total{reason=\"stale\"}"
+        )
+        .await,
+        2.0
     );
 }
 
@@ -259,6 +272,59 @@ async fn stalled_uploads_hold_a_bounded_budget_and_webhooks_still_pass(pool: PgP
         "grew by {} MiB",
         grown / 1024 / 1024
     );
+    for upload in uploads {
+        upload.abort();
+    }
+}
+
+#[sqlx::test]
+async fn stalled_small_uploads_from_400_connections_leave_room_for_a_webhook(pool: PgPool) {
+    add_session(&pool, "s_alice", "alice", Some("{}"), 60, true).await;
+    let server = ready_server(&pool, &[]).await;
+
+    // The contract's 400 connections, each a plausible head declaring a
+    // small body (64 KiB, the most the small budget takes) and all of it
+    // but one byte, then stalled: each holds its room until the body
+    // deadline.
+    let stalled = 400;
+    let length = 64 * 1024;
+    let (sent, mut all_sent) = tokio::sync::mpsc::channel::<()>(stalled);
+    let mut uploads = Vec::new();
+    for _ in 0..stalled {
+        let mut stream = connect(&server).await;
+        let head = head(Some(&plausible_signature()), length);
+        let sent = sent.clone();
+        uploads.push(tokio::spawn(async move {
+            stream.write_all(&head).await.unwrap();
+            let _ = stream.write_all(&vec![b' '; length - 1]).await;
+            let _ = sent.send(()).await;
+            let _ = answer(&mut stream, Duration::from_secs(60)).await;
+        }));
+    }
+    drop(sent);
+    for _ in 0..stalled {
+        all_sent.recv().await.unwrap();
+    }
+    // Every stalled connection open (the /metrics call is one more).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&server, "session_worker_http_connections_open").await <= stalled as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connections did not open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let event = checkout("evt_beside", now(), "alice", "cus_1", Some("sub_1"));
+    let started = Instant::now();
+    let (status, body) = server.deliver(&event).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        waited < Duration::from_secs(6),
+        "a genuine webhook waited {waited:?}"
+    );
+    assert_eq!(session(&pool, "s_alice").await["subscribed"], true);
     for upload in uploads {
         upload.abort();
     }

@@ -8,6 +8,7 @@
 mod alerts;
 mod binary;
 mod blackhole;
+mod bounded_calls;
 mod cable;
 mod concurrency;
 mod docs;

@@ -164,3 +164,60 @@ async fn connections_the_server_ended_are_replaced(pool: PgPool) {
     assert_eq!(outcome(&app, &update("evt_3", "active")).await, "applied");
     assert_eq!(session(&pool, "s").await["subscription_status"], "active");
 }
+
+/// A body that arrives whole only after `wait`, as from a slow network.
+struct Late {
+    wait: std::pin::Pin<Box<tokio::time::Sleep>>,
+    bytes: Option<bytes::Bytes>,
+}
+
+impl axum::body::HttpBody for Late {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::ready!(self.wait.as_mut().poll(cx));
+        std::task::Poll::Ready(
+            self.bytes
+                .take()
+                .map(|bytes| Ok(hyper::body::Frame::data(bytes))),
+        )
+    }
+}
+
+/// The 5 s within which a 503 comes count from the request, not from the
+/// end of its body: a body that took 2 s leaves 2.5 s for the database.
+#[sqlx::test]
+async fn the_deadline_counts_from_the_request_not_from_its_body(pool: PgPool) {
+    use tower::ServiceExt;
+
+    let app = app(pool.clone());
+    // The database "unavailable": every statement on the events waits.
+    let mut lock = pool.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE sw_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let body = serde_json::to_vec(&checkout("evt_slow", now(), "sam", "cus_s", None)).unwrap();
+    let request = axum::http::Request::post("/webhooks/stripe")
+        .header("content-type", "application/json")
+        .header(
+            "stripe-signature",
+            session_worker::signature::sign(SECRET, now(), &body),
+        )
+        .body(axum::body::Body::new(Late {
+            wait: Box::pin(tokio::time::sleep(Duration::from_secs(2))),
+            bytes: Some(body.into()),
+        }))
+        .unwrap();
+    let started = Instant::now();
+    let response = app.oneshot(request).await.unwrap();
+    let waited = started.elapsed();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut *lock).await.unwrap();
+}

@@ -95,6 +95,11 @@ fn the_blueprint_runs_the_real_binary_with_settings_it_reads() {
     assert!(var("STRIPE_SECRET_KEY").get("value").is_none());
     var("PURGE_SCHEDULE");
     var("PURGE_BATCH_SIZE");
+    // A test-mode event must not grant access in production.
+    assert_eq!(var("STRIPE_MODE")["value"], "live");
+    // /metrics is not open to the world: Render makes up the token.
+    assert_eq!(var("METRICS_TOKEN")["generateValue"], true);
+    assert!(var("METRICS_TOKEN").get("value").is_none());
 
     // Every variable set is one the code reads (RUST_LOG: by tracing's filter).
     let code = sources();

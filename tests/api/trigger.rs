@@ -52,6 +52,39 @@ async fn triggered_events_are_applied_by_the_real_server(pool: PgPool) {
     );
 }
 
+/// A deployment with STRIPE_MODE=live records trigger's default test-mode
+/// event as `wrong_mode`; `--livemode` checks it for real.
+#[sqlx::test]
+async fn livemode_checks_a_live_deployment(pool: PgPool) {
+    add_session(&pool, "s_liv", "liv", Some("{}"), 60, true).await;
+    let server = Server::start(&database_url(&pool, None), &[("STRIPE_MODE", "live")]);
+    server.wait_until("/readyz", 200).await;
+    let url = format!("{}/webhooks/stripe", server.base);
+    let args = [
+        "trigger",
+        "checkout.session.completed",
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+        "--user",
+        "liv",
+    ];
+
+    let test_mode = run(&args, &[]).await;
+    assert_eq!(test_mode.code, 0, "{test_mode}");
+    assert!(
+        test_mode.stdout.contains(r#""outcome":"wrong_mode""#),
+        "{test_mode}"
+    );
+    assert_eq!(session(&pool, "s_liv").await.get("subscribed"), None);
+
+    let live = run(&[&args[..], &["--livemode"]].concat(), &[]).await;
+    assert_eq!(live.code, 0, "{live}");
+    assert!(live.stdout.contains(r#""outcome":"applied""#), "{live}");
+    assert_eq!(session(&pool, "s_liv").await["subscribed"], true);
+}
+
 #[tokio::test]
 async fn a_connection_closed_without_an_answer_exits_1() {
     // A listener of our own that hangs up on every connection: no port is
