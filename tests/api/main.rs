@@ -39,6 +39,7 @@ mod render;
 mod replay;
 mod rules;
 mod session_api;
+mod session_fast_path;
 mod session_text;
 mod sessions;
 mod settings_at_start;
