@@ -11,6 +11,11 @@ const LINES_PER_SECOND: u32 = 5;
 
 pub static REFUSALS: Throttle = Throttle::new(LINES_PER_SECOND);
 
+/// Lines about webhooks answered 503 (database or API away): Stripe, and
+/// every instance of it, retries each pending event, so an outage brings a
+/// stream of them (the soak logged 200 MB in five minutes before this).
+pub static UNAVAILABLE: Throttle = Throttle::new(LINES_PER_SECOND);
+
 pub struct Throttle {
     per_second: u32,
     state: Mutex<Window>,

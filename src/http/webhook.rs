@@ -179,7 +179,9 @@ async fn apply(
     started: Instant,
 ) -> Result<Outcome, ApiError> {
     if !app.schema.is_set() {
-        tracing::warn!(event_id = %event.id, event_type = %event.kind, "webhook not applied: migrations not applied yet");
+        if let Some(left_out) = quiet::UNAVAILABLE.admit() {
+            tracing::warn!(event_id = %event.id, event_type = %event.kind, left_out, "webhook not applied: migrations not applied yet");
+        }
         return Err(ApiError::unavailable());
     }
     let settler = Settler::new(app.store.clone(), app.api.clone(), app.username_key.clone());
@@ -199,7 +201,9 @@ async fn apply(
             ApiError::unavailable(),
         ),
     };
-    tracing::error!(event_id = %event.id, event_type = %event.kind, "webhook not applied: {failure}");
+    if let Some(left_out) = quiet::UNAVAILABLE.admit() {
+        tracing::error!(event_id = %event.id, event_type = %event.kind, left_out, "webhook not applied: {failure}");
+    }
     Err(answer)
 }
 

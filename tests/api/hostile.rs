@@ -377,3 +377,29 @@ async fn a_flood_of_bad_requests_is_counted_whole_but_logged_a_few_lines_a_secon
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn webhooks_answered_503_in_an_outage_are_logged_a_few_lines_a_second() {
+    // No server listens on port 1: the database stays unreachable, every
+    // webhook is a 503, and Stripe retries each pending event meanwhile.
+    let server = Server::start("postgres://app@127.0.0.1:1/app", &[]);
+    let deliveries = 200;
+    let started = Instant::now();
+    for n in 0..deliveries {
+        let event = checkout(&format!("evt_out{n}"), now(), "alice", "cus_1", None);
+        let response = server.webhook(&event).send().await.unwrap();
+        assert_eq!(response.status(), 503);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let lines = server
+        .logs()
+        .iter()
+        .filter(|line| line.contains("webhook not applied"))
+        .count();
+    assert!(lines > 0, "no line about the outage at all");
+    // Five a second, in windows that need not match the clock's seconds.
+    assert!(
+        lines as u64 <= 5 * (seconds + 1),
+        "{lines} lines for {deliveries} answers in {seconds} s"
+    );
+}
