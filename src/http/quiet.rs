@@ -11,9 +11,10 @@ const LINES_PER_SECOND: u32 = 5;
 
 pub static REFUSALS: Throttle = Throttle::new(LINES_PER_SECOND);
 
-/// Lines about webhooks answered 503 (database or API away): Stripe, and
-/// every instance of it, retries each pending event, so an outage brings a
-/// stream of them (the soak logged 200 MB in five minutes before this).
+/// Lines about requests answered 503 (database or API away): webhooks and
+/// the session API's calls. Stripe retries each pending event, and the app
+/// each of its users' requests, so an outage brings a stream of them (the
+/// soak logged 200 MB in five minutes before this).
 pub static UNAVAILABLE: Throttle = Throttle::new(LINES_PER_SECOND);
 
 pub struct Throttle {

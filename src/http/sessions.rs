@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::ApiError;
+use super::{ApiError, quiet};
 use crate::config::sessions::{MAX_TTL, MIN_TTL};
 use crate::sessions::data::{Members, NotAnObject};
 use crate::sessions::{SessionApi, metrics, new_session_id};
@@ -309,9 +309,12 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
-/// Logged once here; the answer stays opaque.
+/// Logged here (a few lines a second at most: in an outage every call of
+/// the app fails); the answer stays opaque.
 fn store_error(error: sqlx::Error) -> ApiError {
-    tracing::error!(%error, "session store failed");
+    if let Some(left_out) = quiet::UNAVAILABLE.admit() {
+        tracing::error!(%error, left_out, "session store failed");
+    }
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             ApiError::unavailable()

@@ -154,7 +154,9 @@ async fn record_wrong_mode(
                 _ => "database too slow or unavailable".to_owned(),
             };
             stats::webhook(&event.kind, "failed", started.elapsed());
-            tracing::error!(event_id = %event.id, event_type = %event.kind, "wrong-mode event not recorded: {failure}");
+            if let Some(left_out) = quiet::UNAVAILABLE.admit() {
+                tracing::error!(event_id = %event.id, event_type = %event.kind, left_out, "wrong-mode event not recorded: {failure}");
+            }
             return Err(ApiError::unavailable());
         }
     }

@@ -195,9 +195,16 @@ impl SessionStore {
         username: &str,
         except: Option<&str>,
     ) -> Result<Vec<Duration>, sqlx::Error> {
+        // The rows are locked in id order first, the order the webhook's
+        // refresh of a user's sessions locks them in: a plain UPDATE locks
+        // them in scan order, and the two could deadlock.
         let query = format!(
-            "UPDATE user_sessions SET is_active = FALSE, updated_at = (now() AT TIME ZONE 'UTC') \
-             WHERE username = $1 AND {LIVE} AND session_id IS DISTINCT FROM $2 RETURNING {LIVED}"
+            "WITH doomed AS ( \
+                 SELECT id FROM user_sessions \
+                 WHERE username = $1 AND {LIVE} AND session_id IS DISTINCT FROM $2 \
+                 ORDER BY id FOR UPDATE) \
+             UPDATE user_sessions u SET is_active = FALSE, updated_at = (now() AT TIME ZONE 'UTC') \
+             FROM doomed d WHERE u.id = d.id AND {LIVE} RETURNING {LIVED}"
         );
         let lived: Vec<(f64,)> = bounded!(&self.pool, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(query))
