@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::intake::{BodyBudget, BodyError};
 use super::{ApiError, AppState, quiet};
 use crate::settle::{SettleError, Settler};
-use crate::signature::parse_header;
+use crate::signature::{SignatureError, parse_header};
 use crate::store::{Outcome, WRONG_MODE};
 use crate::stripe_api::Retry;
 use crate::{event, stats};
@@ -45,6 +45,10 @@ pub async fn receive(
         }
         ApiError::new(status, message)
     };
+    let bad_signature = |error: SignatureError| {
+        stats::signature_failure(error.reason());
+        rejected(StatusCode::BAD_REQUEST, error.reason(), error.to_string())
+    };
 
     let (head, body) = request.into_parts();
     let header = parse_header(
@@ -52,18 +56,12 @@ pub async fn receive(
             .get("stripe-signature")
             .map(|value| value.as_bytes()),
     )
-    .map_err(|error| {
-        stats::signature_failure(error.reason());
-        rejected(StatusCode::BAD_REQUEST, error.reason(), error.to_string())
-    })?;
+    .map_err(bad_signature)?;
     // A timestamp outside the tolerance can never verify: refused before its
     // body takes any room in the budget.
     app.verifier
         .check_fresh(&header, chrono::Utc::now().timestamp())
-        .map_err(|error| {
-            stats::signature_failure(error.reason());
-            rejected(StatusCode::BAD_REQUEST, error.reason(), error.to_string())
-        })?;
+        .map_err(bad_signature)?;
 
     let body = budget.read(body).await.map_err(|error| {
         let (status, reason, message) = match error {
@@ -93,10 +91,7 @@ pub async fn receive(
 
     app.verifier
         .verify_parsed(&header, &body.bytes, chrono::Utc::now().timestamp())
-        .map_err(|error| {
-            stats::signature_failure(error.reason());
-            rejected(StatusCode::BAD_REQUEST, error.reason(), error.to_string())
-        })?;
+        .map_err(bad_signature)?;
 
     let event = event::parse(&body.bytes, &app.username_key)
         .map_err(|error| rejected(StatusCode::BAD_REQUEST, "not_an_event", error.to_string()))?;
