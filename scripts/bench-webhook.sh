@@ -338,7 +338,7 @@ for round in $(seq 1 "$RUNS"); do
 
     # --- session-worker, on its copy --------------------------------------------
     run_worker worker "$bin" "$round"
-    read -r rss_mib worker_us pg_us _ _ <"$work/worker-worker-$round.txt"
+    read -r rss_mib worker_us pg_us rows_written _ <"$work/worker-worker-$round.txt"
 
     # --- pgbench again, on the third copy -----------------------------------------
     run_pgbench "$round" after
@@ -360,7 +360,7 @@ $pgb_tps $pgb_p50 $pgb_p99 $pgb_max $pgb_failed $pgb_client_us $pgb_pg_us $pgb_r
 $(awk -v a="$worker_eps" -v b="$pgb_tps" 'BEGIN{printf "%.3f", a / b}') \
 $(awk -v w="$worker_us" -v l="$(json_field "$lg" loadgen_cpu_us_per_event)" \
     -v p="$pg_us" -v c="$pgb_client_us" -v q="$pgb_pg_us" \
-    'BEGIN{printf "%.3f", (q + c) / (p + w + l)}')" >>"$results"
+    'BEGIN{printf "%.3f", (q + c) / (p + w + l)}') $rows_written" >>"$results"
 done
 
 # --- signature verification -------------------------------------------------
@@ -401,6 +401,7 @@ machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 | max latency, ms | $(col 5) | $(col 16) |
 | non-200 answers / failed transactions | $(col 6) | $(col 17) |
 | 200 but not applied | $(col 7) | 0 (checked) |
+| session rows written | $(col 23) | |
 | peak RSS of serve (VmHWM), MiB | $(col 8) | |
 | CPU µs/event: PostgreSQL | $(col 11) | $(col 19) |
 | CPU µs/event: session-worker / pgbench client | $(col 9) | $(col 18) |
