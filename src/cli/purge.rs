@@ -44,6 +44,9 @@ pub fn run(env: &Env, args: Args) -> ExitCode {
 
 async fn purge_once(database: DatabaseConfig, settings: purge::Settings) -> anyhow::Result<()> {
     let pool = store::pool(&database, 1)?;
+    // Connected before the run, as `serve`'s pool is: the printed time is the
+    // purge's own, and a database that cannot be reached fails here.
+    drop(pool.acquire().await?);
     // Ctrl-C or SIGTERM: stop between batches and release the lock.
     let shutdown = serve::shutdown_on_signal();
     match purge::run_once(&pool, &settings, &shutdown).await? {

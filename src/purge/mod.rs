@@ -21,6 +21,7 @@ pub use self::settings::{
     BACKLOG_MIN_BATCHES, BACKLOG_ROWS_PER_PAGE, Mode, ModeChoice, Settings, parse_mode,
     parse_pause_ratio, parse_row_locks,
 };
+pub use self::walk::FIRST_BATCH_ROWS;
 use crate::config::PurgeConfig;
 use crate::schedule::Schedule;
 use crate::store::PurgeConnection;

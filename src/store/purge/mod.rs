@@ -25,7 +25,7 @@ use super::limit::within_limit;
 use super::run_lock::RunLock;
 
 pub use events::DELETE_EVENTS_SQL;
-pub use index_walk::{Batch, DELETE_BATCH_SQL, PurgeProgress};
+pub use index_walk::{Batch, DELETE_BATCH_LOCK_TIMEOUT_SQL, DELETE_BATCH_SQL, PurgeProgress};
 pub use range_walk::{DELETE_RANGE_LOCK_TIMEOUT_SQL, DELETE_RANGE_SKIP_LOCKED_SQL, RowLocks};
 
 /// The purge's key for the one-`bigint` form of PostgreSQL's advisory locks

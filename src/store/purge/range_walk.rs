@@ -59,7 +59,7 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 impl PurgeConnection {
     /// Sets what [`RowLocks::LockTimeout`] needs on this connection (reset by
-    /// `unlock`). Kept off the index walk, which never waits on a row.
+    /// `unlock`), for either walk.
     pub async fn prepare_row_locks(&mut self, row_locks: RowLocks) -> Result<(), sqlx::Error> {
         match row_locks {
             RowLocks::SkipLocked => self.execute("RESET lock_timeout").await,
@@ -114,7 +114,9 @@ impl PurgeConnection {
     }
 }
 
-fn is_lock_timeout(error: &sqlx::Error) -> bool {
+/// True for the error of a statement that waited longer than `lock_timeout`
+/// for a row: a row the app holds.
+pub(super) fn is_lock_timeout(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
