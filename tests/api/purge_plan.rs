@@ -45,6 +45,9 @@ async fn a_batch_walks_indexes_and_never_scans_the_table(pool: PgPool) {
                 assert!(plan.contains(access), "{name}: no {access}:\n{plan}");
             }
             assert!(!plan.contains("Seq Scan"), "{name}: {plan}");
+            // Which rows stayed: an anti-join, not every found row against
+            // every deleted one.
+            assert!(plan.contains("Anti Join"), "{name}: {plan}");
             // Without row locks first: the DELETE locks each row itself.
             let locks_first = name == "skip_locked";
             assert_eq!(plan.contains("LockRows"), locks_first, "{name}: {plan}");

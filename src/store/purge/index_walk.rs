@@ -32,7 +32,7 @@ gone AS (
       AND (expires_at <= $1 OR is_active = false)
     RETURNING ctid),
 stayed AS (
-    SELECT expires_at FROM found WHERE ctid <> ALL(ARRAY(SELECT ctid FROM gone)))
+    SELECT expires_at FROM found WHERE NOT EXISTS (SELECT 1 FROM gone WHERE gone.ctid = found.ctid))
 SELECT (SELECT count(*) FROM gone),
        (SELECT count(*) FROM found),
        COALESCE((SELECT min(expires_at) FROM stayed WHERE expires_at <= $1),
@@ -70,6 +70,9 @@ SELECT (SELECT count(*) FROM gone),
 ///   resumes at the earliest such row rather than past it, and the run ends
 ///   only on a batch that *found* fewer than `$4` rows, not one that deleted
 ///   fewer: the next batch sees the moved row and deletes it.
+/// - `stayed` is an anti-join (a hash of `gone`), not `<> ALL(ARRAY(...))`:
+///   that compared every found row with every deleted one, 25 million
+///   comparisons and about 60 ms in a batch of 5000.
 /// - `gone` comes first in the answer so that the `DELETE` (and its
 ///   statement triggers) starts before `found` locks anything; a test holds
 ///   a batch there to move a row under it.
