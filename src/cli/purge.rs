@@ -11,7 +11,7 @@ pub struct Args {
     /// ordinary (an index walk); or one of them, always.
     #[arg(long, default_value = "auto", value_parser = purge::parse_mode)]
     pub mode: purge::ModeChoice,
-    /// How a backlog's page ranges keep off rows others hold:
+    /// How the statements keep off rows others hold (either mode):
     /// skip-locked or lock-timeout [default: lock-timeout].
     #[arg(long, value_parser = purge::parse_row_locks)]
     pub row_locks: Option<store::RowLocks>,

@@ -1,8 +1,9 @@
 //! The batches of one run: the sessions in the run's mode, then the
 //! recorded events past their retention. Each statement is its own short
 //! transaction; the run stops between two on shutdown. A backlog's ranges
-//! are paced (a pause after each, see [`Settings::pause_ratio`]); an
-//! ordinary round is a few batches and runs them straight.
+//! are paced (pauses between them: [`Settings::pause_ratio`],
+//! [`super::pacer`]); an ordinary round is a few batches and runs them
+//! straight.
 //!
 //! A statement that the server cuts off at its `statement_timeout` is tried
 //! again at half its size, so that no `PURGE_BATCH_SIZE` fails every round;
@@ -14,17 +15,16 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 use tokio_util::sync::CancellationToken;
 
+use super::pacer::Pacer;
 use super::{Mode, Report, SESSIONS_PURGED, Settings};
 use crate::store::{Estimate, PurgeConnection, PurgeProgress, is_statement_timeout};
 
 /// An index walk's first statement, at most: a full batch of 5000 scattered
-/// rows took 100 to 210 ms on the benchmark's machine (a heap page read per
-/// row), over the 100 ms a statement may take. The next statements grow
+/// rows took 100 to 210 ms on a loaded benchmark machine (a heap page read
+/// per row), over the 100 ms a statement may take; 2000 took 25 ms on a
+/// quiet one. The next statements grow
 /// from what this one measured, towards the target time.
-pub const FIRST_BATCH_ROWS: u32 = 1000;
-
-/// The longest pause between two batches, whatever the ratio.
-const MAX_PAUSE: Duration = Duration::from_secs(60);
+pub const FIRST_BATCH_ROWS: u32 = 2000;
 
 /// What a walk shares with the run.
 pub(super) struct Run<'a> {
@@ -95,6 +95,7 @@ impl Run<'_> {
         let mut range = (f64::from(self.settings.batch_size) / density.max(1e-3))
             .clamp(1.0, pages.max(1) as f64);
         let mut first = 0;
+        let mut pacer = Pacer::new(self.settings.pause_ratio);
         while first < pages && !self.stopping() {
             let end = (first + range as i64).min(pages);
             let started = Instant::now();
@@ -113,8 +114,13 @@ impl Run<'_> {
             self.count_sessions(deleted, elapsed);
             first = end;
             range = next_size(range, elapsed, self.settings, deleted);
-            if first < pages {
-                self.pause(elapsed).await;
+            // None after the last range.
+            if first < pages
+                && let Some(pause) = pacer.owe(elapsed)
+            {
+                let sleeping = Instant::now();
+                self.pause(pause).await;
+                pacer.paid(sleeping.elapsed());
             }
         }
         Ok(())
@@ -171,16 +177,8 @@ impl Run<'_> {
         );
     }
 
-    /// Leaves the server to the app for `pause_ratio` times the last
-    /// statement's time; shutdown cuts it short.
-    async fn pause(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64() * self.settings.pause_ratio;
-        let pause = Duration::try_from_secs_f64(seconds)
-            .unwrap_or(MAX_PAUSE)
-            .min(MAX_PAUSE);
-        if pause.is_zero() {
-            return;
-        }
+    /// Leaves the server to the app for `pause`; shutdown cuts it short.
+    async fn pause(&self, pause: Duration) {
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = self.shutdown.cancelled() => {}

@@ -323,8 +323,8 @@ async fn logged_statements(pool: &PgPool) -> Vec<i64> {
 /// 100 ms on the benchmark's machine), and grows from there.
 #[sqlx::test]
 async fn an_ordinary_run_starts_small_and_grows(pool: PgPool) {
-    assert_eq!(session_worker::purge::FIRST_BATCH_ROWS, 1000);
-    add_sessions(&pool, "gone", 3000, -60, true).await;
+    assert_eq!(session_worker::purge::FIRST_BATCH_ROWS, 2000);
+    add_sessions(&pool, "gone", 6000, -60, true).await;
     add_sessions(&pool, "kept", 3, 60, true).await;
     log_statements(&pool).await;
 
@@ -332,8 +332,8 @@ async fn an_ordinary_run_starts_small_and_grows(pool: PgPool) {
 
     // At most doubling from one statement to the next; the third finds
     // nothing and ends the walk.
-    assert_eq!(logged_statements(&pool).await, [1000, 2000, 0]);
-    assert_eq!((report.purged, report.batches), (3000, 3));
+    assert_eq!(logged_statements(&pool).await, [2000, 4000, 0]);
+    assert_eq!((report.purged, report.batches), (6000, 3));
     assert_eq!(session_ids(&pool).await, ["kept-1", "kept-2", "kept-3"]);
 }
 
