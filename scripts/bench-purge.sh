@@ -10,8 +10,17 @@
 #
 # Settings (environment): BENCH_ROWS (1000000), BENCH_REPEAT (5),
 # BENCH_RATE (updates/s, 200), BENCH_IDLE_SECS (10), PURGE_BATCH_SIZE (5000),
-# BENCH_PACES (pause ratios of the curve, "0.5 1 2"), BENCH_AFTER_SECS (5),
-# BENCH_BIN (the binary to measure; unset, a release build).
+# BENCH_PACES (pause ratios of the curve, "0.25 0.5 1"), BENCH_AFTER_SECS (5),
+# BENCH_BIN (the binary to measure; unset, a release build); for a quicker
+# look, BENCH_VARIANTS (the half-expired variants, default all of them),
+# BENCH_STEADY (the 1% variants, "ordinary ordinaryskiplocked backlog auto")
+# and BENCH_AFTER=0 (skips "after the purge").
+#
+# What each time includes: the purge's is the one it prints (`purged N
+# sessions in M ms`): from taking its lock to releasing it (the lock, the
+# clock, the estimate, every batch, the events, the unlock) on a connection
+# opened before; the DELETE's is psql's \timing of the statement, on a
+# connection opened before. Neither counts connecting or process start.
 # Without DATABASE_URL it runs on a throwaway server (scripts/with-postgres.sh);
 # with one, it creates and drops databases named bench_* on that server.
 set -euo pipefail
@@ -29,7 +38,9 @@ repeat=${BENCH_REPEAT:-5}
 rate=${BENCH_RATE:-200}
 idle_secs=${BENCH_IDLE_SECS:-10}
 batch_size=${PURGE_BATCH_SIZE:-5000}
-paces=${BENCH_PACES:-0.5 1 2}
+paces=${BENCH_PACES:-0.25 0.5 1}
+after=${BENCH_AFTER:-1}
+steady=${BENCH_STEADY:-ordinary ordinaryskiplocked backlog auto}
 after_secs=${BENCH_AFTER_SECS:-5}
 [ -n "${PG_BINDIR:-}" ] && PATH="$PG_BINDIR:$PATH"
 bin=${BENCH_BIN:-target/release/session-worker}
@@ -124,7 +135,9 @@ purged, ms = map(int, re.fullmatch(r"purged (\d+) sessions in (\d+) ms", printed
 logged = [json.loads(l) for l in lines if l.startswith("{")]
 batches = [b["duration_us"] for b in logged if b.get("message") == "purge batch"] or [0]
 mode = next((b["mode"] for b in logged if b.get("message") == "purge completed"), "?")
-print(f"{tag} purge_ms={ms} purged={purged} mode={mode} batches={len(batches)} longest_ms={max(batches) / 1000:.1f}"
+# Statements done again with SKIP LOCKED after meeting a held row.
+held = sum(1 for b in logged if "is held" in b.get("message", ""))
+print(f"{tag} purge_ms={ms} purged={purged} mode={mode} batches={len(batches)} held={held} longest_ms={max(batches) / 1000:.1f}"
       f" median_batch_ms={statistics.median(batches) / 1000:.1f} checkpoints={checkpoints} window={t0},{t1}")
 PY
 }
@@ -161,12 +174,20 @@ uptime >"$work/load.before"
 # copy, each on a fresh copy: the modes without pacing, then the curve.
 variants="ordinary skiplocked locktimeout"
 for pace in $paces; do variants="$variants pace$pace"; done
+variants=${BENCH_VARIANTS:-$variants}
 flags_of() {
     case $1 in
     ordinary) echo "--mode ordinary --pause-ratio 0" ;;
     skiplocked) echo "--mode backlog --row-locks skip-locked --pause-ratio 0" ;;
     locktimeout) echo "--mode backlog --row-locks lock-timeout --pause-ratio 0" ;;
     pace*) echo "--mode backlog --row-locks lock-timeout --pause-ratio ${1#pace}" ;;
+    esac
+}
+
+steady_flags_of() {
+    case $1 in
+    ordinaryskiplocked) echo "--mode ordinary --row-locks skip-locked" ;;
+    *) echo "--mode $1" ;;
     esac
 }
 
@@ -188,20 +209,23 @@ for run in $(seq 1 "$repeat"); do
         stop_updates
     done
 
-    say "run $run/$repeat: after the purge (default settings), then after a VACUUM"
-    copy_of bench_half bench_purge
-    measure_reads bench_purge "before$run" "$after_secs"
-    measure_purge bench_purge "auto$run"
-    measure_reads bench_purge "after$run" "$after_secs"
-    t0=$(now)
-    sql bench_purge -c "VACUUM user_sessions"
-    record "vacuum$run vacuum_ms=$(python3 -c "print(round(($(now) - $t0) * 1000))")"
-    measure_reads bench_purge "vacuumed$run" "$after_secs"
+    if [ "$after" = 1 ]; then
+        say "run $run/$repeat: after the purge (default settings), then after a VACUUM"
+        copy_of bench_half bench_purge
+        measure_reads bench_purge "before$run" "$after_secs"
+        measure_purge bench_purge "auto$run"
+        measure_reads bench_purge "after$run" "$after_secs"
+        t0=$(now)
+        sql bench_purge -c "VACUUM user_sessions"
+        record "vacuum$run vacuum_ms=$(python3 -c "print(round(($(now) - $t0) * 1000))")"
+        measure_reads bench_purge "vacuumed$run" "$after_secs"
+    fi
 
     say "run $run/$repeat: 1% expired, no updates"
-    for variant in ordinary backlog auto; do
+    for variant in $steady; do
         copy_of bench_steady bench_purge
-        measure_purge bench_purge "steady$variant$run" --mode "$variant"
+        # shellcheck disable=SC2046
+        measure_purge bench_purge "steady$variant$run" $(steady_flags_of "$variant")
     done
     copy_of bench_steady bench_delete
     measure_delete bench_delete "steadydelete$run"
@@ -210,9 +234,9 @@ uptime >"$work/load.after"
 sql postgres -c "DROP DATABASE bench_purge" -c "DROP DATABASE bench_delete" \
     -c "DROP DATABASE bench_half" -c "DROP DATABASE bench_steady"
 
-python3 - "$work" "$results" "$rows" "$rate" "$batch_size" "$variants" <<'PY'
+python3 - "$work" "$results" "$rows" "$rate" "$batch_size" "$variants" "$steady" "$after" <<'PY'
 import glob, statistics, sys
-work, results, rows, rate, batch_size, variants = sys.argv[1:]
+work, results, rows, rate, batch_size, variants, steady, after = sys.argv[1:]
 variants = variants.split()
 
 def latencies(prefix, window, script=None):
@@ -269,33 +293,34 @@ for v in variants:
         rows_v.append((int(p["purge_ms"]), int(p["purge_ms"]) / delete[r], int(p["batches"]),
                        float(p["longest_ms"]), p99, p99 / idle[r]))
         per_run.append(f"| {v} | {r} | {p['mode']} | {p['purge_ms']} | {delete[r]:.0f} | {rows_v[-1][1]:.2f}x"
-                       f" | {p['batches']} | {p['longest_ms']} | {idle[r]:.2f} | {p99:.2f} | {rows_v[-1][5]:.2f}x |")
+                       f" | {p['batches']} | {p['held']} | {p['longest_ms']} | {idle[r]:.2f} | {p99:.2f} | {rows_v[-1][5]:.2f}x |")
     m = [med([x[k] for x in rows_v]) for k in range(6)]
     print(f"| {v} | {m[0]:.0f} | {m[1]:.2f}x | {m[2]:.0f} | {m[3]:.1f} | {m[4]:.2f} | {m[5]:.2f}x |")
 print()
-print("| variant | run | mode | purge ms | DELETE ms | purge/DELETE | statements | longest ms | p99 idle ms | p99 purge ms | p99/idle |")
-print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| variant | run | mode | purge ms | DELETE ms | purge/DELETE | statements | held | longest ms | p99 idle ms | p99 purge ms | p99/idle |")
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 print("\n".join(per_run))
-print()
-print("After the purge (default settings, auto mode): p50 / p99 ms of the webhook's update and the app's read")
-print("by session_id, before the purge, right after it, and after a VACUUM (medians over the runs).")
-print()
-print("| when | update p50 | update p99 | read p50 | read p99 |")
-print("| --- | ---: | ---: | ---: | ---: |")
-for when in ["before", "after", "vacuumed"]:
-    cells = []
-    for script in (0, 1):
-        got = [latencies(f"{when}{r}", "0,9e99", script) for r in range(1, repeat + 1)]
-        cells += [med([pct(g, 0.5) for g in got]), med([pct(g, 0.99) for g in got])]
-    print(f"| {when} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
-auto = [runs[f"auto{r}"] for r in range(1, repeat + 1)]
-print(f"(auto purge: mode {auto[0]['mode']}, median {med([int(a['purge_ms']) for a in auto]):.0f} ms;"
-      f" VACUUM median {med([int(runs[f'vacuum{r}']['vacuum_ms']) for r in range(1, repeat + 1)]):.0f} ms)")
+if after == "1":
+    print()
+    print("After the purge (default settings, auto mode): p50 / p99 ms of the webhook's update and the app's read")
+    print("by session_id, before the purge, right after it, and after a VACUUM (medians over the runs).")
+    print()
+    print("| when | update p50 | update p99 | read p50 | read p99 |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for when in ["before", "after", "vacuumed"]:
+        cells = []
+        for script in (0, 1):
+            got = [latencies(f"{when}{r}", "0,9e99", script) for r in range(1, repeat + 1)]
+            cells += [med([pct(g, 0.5) for g in got]), med([pct(g, 0.99) for g in got])]
+        print(f"| {when} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    auto = [runs[f"auto{r}"] for r in range(1, repeat + 1)]
+    print(f"(auto purge: mode {auto[0]['mode']}, median {med([int(a['purge_ms']) for a in auto]):.0f} ms;"
+          f" VACUUM median {med([int(runs[f'vacuum{r}']['vacuum_ms']) for r in range(1, repeat + 1)]):.0f} ms)")
 print()
 print("1% expired, no updates (medians; ratio per run to that run's DELETE):")
 print("| variant | mode | purge ms | statements | longest statement ms | DELETE ms | purge/DELETE |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-for v in ["ordinary", "backlog", "auto"]:
+for v in steady.split():
     got = [(runs[f"steady{v}{r}"], float(runs[f"steadydelete{r}"]["delete_ms"])) for r in range(1, repeat + 1)]
     for p, d in got:
         assert p["purged"] == runs[f"steadydelete{got.index((p, d)) + 1}"]["deleted"], (v, p)

@@ -11,7 +11,7 @@ pub struct Args {
     /// ordinary (an index walk); or one of them, always.
     #[arg(long, default_value = "auto", value_parser = purge::parse_mode)]
     pub mode: purge::ModeChoice,
-    /// How a backlog's page ranges keep off rows others hold:
+    /// How the statements keep off rows others hold (either mode):
     /// skip-locked or lock-timeout [default: lock-timeout].
     #[arg(long, value_parser = purge::parse_row_locks)]
     pub row_locks: Option<store::RowLocks>,
@@ -44,6 +44,9 @@ pub fn run(env: &Env, args: Args) -> ExitCode {
 
 async fn purge_once(database: DatabaseConfig, settings: purge::Settings) -> anyhow::Result<()> {
     let pool = store::pool(&database, 1)?;
+    // Connected before the run, as `serve`'s pool is: the printed time is the
+    // purge's own, and a database that cannot be reached fails here.
+    drop(pool.acquire().await?);
     // Ctrl-C or SIGTERM: stop between batches and release the lock.
     let shutdown = serve::shutdown_on_signal();
     match purge::run_once(&pool, &settings, &shutdown).await? {

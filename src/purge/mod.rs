@@ -8,6 +8,7 @@
 //! events past `EVENT_RETENTION` the same way. It stops between batches on
 //! shutdown. docs/purge.md tells the whole story.
 
+mod pacer;
 mod settings;
 mod walk;
 
@@ -21,6 +22,7 @@ pub use self::settings::{
     BACKLOG_MIN_BATCHES, BACKLOG_ROWS_PER_PAGE, Mode, ModeChoice, Settings, parse_mode,
     parse_pause_ratio, parse_row_locks,
 };
+pub use self::walk::FIRST_BATCH_ROWS;
 use crate::config::PurgeConfig;
 use crate::schedule::Schedule;
 use crate::store::PurgeConnection;
@@ -138,8 +140,7 @@ async fn purge(
     };
     // Fixed for the run: what expires meanwhile goes next round, so a run
     // always ends.
-    let cutoff = conn.now_utc().await?;
-    let estimate = conn.estimate(cutoff).await?;
+    let (cutoff, estimate) = conn.clock_and_estimate().await?;
     report.mode = settings.mode.mode(estimate, settings.batch_size);
     tracing::debug!(
         due_rows = estimate.due_rows,

@@ -64,7 +64,8 @@ pub struct Settings {
     /// Recorded events received longer ago than this go (`EVENT_RETENTION`).
     pub event_retention: Duration,
     pub mode: ModeChoice,
-    /// How a backlog's ranges keep off rows that others hold.
+    /// How the statements (batches and ranges) keep off rows that others
+    /// hold.
     pub row_locks: RowLocks,
     /// A pause after each range of a backlog, as a multiple of the range's
     /// own time: the share of the server the purge leaves to the app.
@@ -78,7 +79,7 @@ pub struct Settings {
 
 impl Settings {
     /// Chosen from the pacing curve in BENCHMARKS.md.
-    pub const DEFAULT_PAUSE_RATIO: f64 = 0.5;
+    pub const DEFAULT_PAUSE_RATIO: f64 = 0.25;
     pub const DEFAULT_ROW_LOCKS: RowLocks = RowLocks::LockTimeout;
     pub const DEFAULT_TARGET_STATEMENT: Duration = Duration::from_millis(50);
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,8 +1,9 @@
 //! The batches of one run: the sessions in the run's mode, then the
 //! recorded events past their retention. Each statement is its own short
 //! transaction; the run stops between two on shutdown. A backlog's ranges
-//! are paced (a pause after each, see [`Settings::pause_ratio`]); an
-//! ordinary round is a few batches and runs them straight.
+//! are paced (pauses between them: [`Settings::pause_ratio`],
+//! [`super::pacer`]); an ordinary round is a few batches and runs them
+//! straight.
 //!
 //! A statement that the server cuts off at its `statement_timeout` is tried
 //! again at half its size, so that no `PURGE_BATCH_SIZE` fails every round;
@@ -14,11 +15,21 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 use tokio_util::sync::CancellationToken;
 
+use super::pacer::Pacer;
 use super::{Mode, Report, SESSIONS_PURGED, Settings};
 use crate::store::{Estimate, PurgeConnection, PurgeProgress, is_statement_timeout};
 
-/// The longest pause between two batches, whatever the ratio.
-const MAX_PAUSE: Duration = Duration::from_secs(60);
+/// An index walk's first statement, at most: a full batch of 5000 scattered
+/// rows took 100 to 210 ms on a loaded benchmark machine (a heap page read
+/// per row), over the 100 ms a statement may take; 2000 took 25 ms on a
+/// quiet one. The next statements grow
+/// from what this one measured, towards the target time.
+pub const FIRST_BATCH_ROWS: u32 = 2000;
+
+/// A backlog's first range, at most: with few due rows a batch's worth
+/// spans many pages, and 8400 pages took 92 ms on a quiet benchmark
+/// machine (a forced backlog at 1% due); 2000 take about 20.
+const FIRST_RANGE_PAGES: f64 = 2000.0;
 
 /// What a walk shares with the run.
 pub(super) struct Run<'a> {
@@ -43,12 +54,18 @@ impl Run<'_> {
     }
 
     async fn index_walk(&mut self, cutoff: NaiveDateTime) -> Result<(), sqlx::Error> {
+        let row_locks = self.settings.row_locks;
+        self.conn.prepare_row_locks(row_locks).await?;
         let batch_size = self.settings.batch_size;
         let mut progress = PurgeProgress::new(cutoff);
-        let mut limit = batch_size;
+        let mut limit = batch_size.min(FIRST_BATCH_ROWS);
         while !self.stopping() {
             let started = Instant::now();
-            let batch = match self.conn.delete_batch(&mut progress, limit).await {
+            let batch = match self
+                .conn
+                .delete_batch(&mut progress, limit, row_locks)
+                .await
+            {
                 Err(error) if is_statement_timeout(&error) && limit > 1 => {
                     limit /= 2;
                     tracing::warn!(limit, "a purge batch hit the statement timeout: halved");
@@ -77,12 +94,9 @@ impl Run<'_> {
         let row_locks = self.settings.row_locks;
         self.conn.prepare_row_locks(row_locks).await?;
         let pages = estimate.pages;
-        // The first range: a batch's worth of due rows, at the estimate's
-        // density; the next ones follow what each range found.
-        let density = estimate.due_rows / pages.max(1) as f64;
-        let mut range = (f64::from(self.settings.batch_size) / density.max(1e-3))
-            .clamp(1.0, pages.max(1) as f64);
+        let mut range = first_range(estimate, self.settings.batch_size);
         let mut first = 0;
+        let mut pacer = Pacer::new(self.settings.pause_ratio);
         while first < pages && !self.stopping() {
             let end = (first + range as i64).min(pages);
             let started = Instant::now();
@@ -101,8 +115,13 @@ impl Run<'_> {
             self.count_sessions(deleted, elapsed);
             first = end;
             range = next_size(range, elapsed, self.settings, deleted);
-            if first < pages {
-                self.pause(elapsed).await;
+            // None after the last range.
+            if first < pages
+                && let Some(pause) = pacer.owe(elapsed)
+            {
+                let sleeping = Instant::now();
+                self.pause(pause).await;
+                pacer.paid(sleeping.elapsed());
             }
         }
         Ok(())
@@ -159,21 +178,24 @@ impl Run<'_> {
         );
     }
 
-    /// Leaves the server to the app for `pause_ratio` times the last
-    /// statement's time; shutdown cuts it short.
-    async fn pause(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64() * self.settings.pause_ratio;
-        let pause = Duration::try_from_secs_f64(seconds)
-            .unwrap_or(MAX_PAUSE)
-            .min(MAX_PAUSE);
-        if pause.is_zero() {
-            return;
-        }
+    /// Leaves the server to the app for `pause`; shutdown cuts it short.
+    async fn pause(&self, pause: Duration) {
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = self.shutdown.cancelled() => {}
         }
     }
+}
+
+/// A backlog's first range, in pages: a batch's worth of due rows at the
+/// estimate's density, at most [`FIRST_RANGE_PAGES`]; the next ones follow
+/// what each range found.
+fn first_range(estimate: Estimate, batch_size: u32) -> f64 {
+    let pages = estimate.pages.max(1) as f64;
+    let density = estimate.due_rows / pages;
+    (f64::from(batch_size) / density.max(1e-3))
+        .min(FIRST_RANGE_PAGES)
+        .clamp(1.0, pages)
 }
 
 /// The next statement's size (rows or pages), from the last one's: towards
@@ -188,6 +210,26 @@ fn next_size(current: f64, elapsed: Duration, settings: &Settings, rows: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_range_holds_a_batch_of_due_rows_within_a_cap() {
+        let estimate = |due_rows, pages| Estimate {
+            due_rows,
+            pages,
+            analyzed: true,
+            tid_range_scans: true,
+        };
+        // Half of 1,000,000 sessions on 30,000 pages: 300 pages.
+        assert_eq!(first_range(estimate(500_000.0, 30_000), 5000), 300.0);
+        // 1% due: 15,000 pages for a batch, capped.
+        assert_eq!(
+            first_range(estimate(10_000.0, 30_000), 5000),
+            FIRST_RANGE_PAGES
+        );
+        // Never past the table, never empty.
+        assert_eq!(first_range(estimate(0.0, 10), 5000), 10.0);
+        assert_eq!(first_range(estimate(1e9, 10), 5000), 1.0);
+    }
 
     #[test]
     fn a_statement_grows_or_shrinks_towards_the_target() {

@@ -99,11 +99,18 @@ pub async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
-/// Every DELETE on `user_sessions` waits while the test holds the gate.
+/// Every DELETE on `user_sessions` waits while the test holds the gate: a
+/// statement trigger that sleeps until the gate opens. A sleep, not a lock
+/// wait: the purge's `lock_timeout` would cut a lock wait short.
 pub async fn gate_deletes(pool: &PgPool) {
     sqlx::raw_sql(
-        "CREATE FUNCTION wait_at_gate() RETURNS trigger LANGUAGE plpgsql AS \
-           $$ BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END $$; \
+        "CREATE TABLE purge_gate (open boolean NOT NULL); \
+         INSERT INTO purge_gate VALUES (true); \
+         CREATE FUNCTION wait_at_gate() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN \
+                WHILE NOT (SELECT open FROM purge_gate) LOOP PERFORM pg_sleep(0.005); END LOOP; \
+                RETURN NULL; \
+              END $$; \
          CREATE TRIGGER wait_at_gate BEFORE DELETE ON user_sessions \
            FOR EACH STATEMENT EXECUTE FUNCTION wait_at_gate();",
     )
@@ -114,7 +121,7 @@ pub async fn gate_deletes(pool: &PgPool) {
 
 pub async fn close_gate(pool: &PgPool) -> PoolConnection<Postgres> {
     let mut gate = pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock(4242)")
+    sqlx::query("UPDATE purge_gate SET open = false")
         .execute(&mut *gate)
         .await
         .unwrap();
@@ -122,17 +129,17 @@ pub async fn close_gate(pool: &PgPool) -> PoolConnection<Postgres> {
 }
 
 pub async fn open_gate(mut gate: PoolConnection<Postgres>) {
-    sqlx::query("SELECT pg_advisory_unlock(4242)")
+    sqlx::query("UPDATE purge_gate SET open = true")
         .execute(&mut *gate)
         .await
         .unwrap();
 }
 
-/// Statements of this database waiting at the gate.
+/// Statements of this database waiting at the gate (asleep in it).
 pub async fn waiting_at_gate(pool: &PgPool) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event = 'PgSleep'",
     )
     .fetch_one(pool)
     .await
@@ -200,7 +207,12 @@ async fn exactly_the_expired_and_the_deactivated_sessions_go(pool: PgPool) {
 #[sqlx::test]
 async fn a_session_expiring_exactly_at_the_cutoff_goes(pool: PgPool) {
     let cutoff: NaiveDateTime = "2031-05-06T07:08:09.123456".parse().unwrap();
-    for statement in ["index walk", "range, skip locked", "range, lock timeout"] {
+    for statement in [
+        "index walk, skip locked",
+        "index walk, lock timeout",
+        "range, skip locked",
+        "range, lock timeout",
+    ] {
         for (session_id, offset_us) in [("before", -1), ("at", 0), ("after", 1)] {
             sqlx::query(
                 "INSERT INTO user_sessions (session_id, username, expires_at) \
@@ -215,8 +227,14 @@ async fn a_session_expiring_exactly_at_the_cutoff_goes(pool: PgPool) {
         }
         let mut conn = lock_purge(&pool).await.unwrap();
         let deleted = match statement {
-            "index walk" => {
-                conn.delete_batch(&mut PurgeProgress::new(cutoff), 100)
+            "index walk, skip locked" => {
+                conn.delete_batch(&mut PurgeProgress::new(cutoff), 100, RowLocks::SkipLocked)
+                    .await
+                    .unwrap()
+                    .deleted
+            }
+            "index walk, lock timeout" => {
+                conn.delete_batch(&mut PurgeProgress::new(cutoff), 100, RowLocks::LockTimeout)
                     .await
                     .unwrap()
                     .deleted

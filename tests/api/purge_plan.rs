@@ -2,12 +2,12 @@
 //! scans the table, and those indexes cost the webhook's update nothing.
 
 use chrono::NaiveDateTime;
-use session_worker::store::DELETE_BATCH_SQL;
+use session_worker::store::{DELETE_BATCH_LOCK_TIMEOUT_SQL, DELETE_BATCH_SQL};
 use sqlx::{AssertSqlSafe, PgPool};
 
 use crate::helpers::*;
 
-/// The batch statement walks the two purge indexes and deletes by TID: no
+/// Both batch statements walk the two purge indexes and delete by TID: no
 /// sequential scan, whether PostgreSQL plans it for the values at hand or
 /// once for all (as it does for a prepared statement).
 #[sqlx::test]
@@ -31,47 +31,63 @@ async fn a_batch_walks_indexes_and_never_scans_the_table(pool: PgPool) {
         .await
         .unwrap();
 
-    // At the start of a run, and resuming mid-walk.
+    for (name, sql) in [
+        ("skip_locked", DELETE_BATCH_SQL),
+        ("lock_timeout", DELETE_BATCH_LOCK_TIMEOUT_SQL),
+    ] {
+        let plans = batch_plans(&pool, name, sql, cutoff).await;
+        for plan in plans {
+            for access in [
+                "user_sessions_expires_at_idx",
+                "user_sessions_deactivated_idx",
+                "Tid Scan on user_sessions",
+            ] {
+                assert!(plan.contains(access), "{name}: no {access}:\n{plan}");
+            }
+            assert!(!plan.contains("Seq Scan"), "{name}: {plan}");
+            // Which rows stayed: an anti-join, not every found row against
+            // every deleted one.
+            assert!(plan.contains("Anti Join"), "{name}: {plan}");
+            // Without row locks first: the DELETE locks each row itself.
+            let locks_first = name == "skip_locked";
+            assert_eq!(plan.contains("LockRows"), locks_first, "{name}: {plan}");
+        }
+    }
+}
+
+/// The plans of a batch statement: at the start of a run and resuming
+/// mid-walk, for the values at hand, and the generic plan of a prepared
+/// statement.
+async fn batch_plans(pool: &PgPool, name: &str, sql: &str, cutoff: NaiveDateTime) -> Vec<String> {
     let middle = cutoff - chrono::Duration::minutes(5000);
     let mut plans = Vec::new();
     for from in [None, Some(middle)] {
-        let plan: Vec<String> =
-            sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {DELETE_BATCH_SQL}")))
-                .bind(cutoff)
-                .bind(from)
-                .bind(from)
-                .bind(5000_i64)
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN {sql}")))
+            .bind(cutoff)
+            .bind(from)
+            .bind(from)
+            .bind(5000_i64)
+            .fetch_all(pool)
+            .await
+            .unwrap();
         plans.push(plan.join("\n"));
     }
     let mut conn = pool.acquire().await.unwrap();
     sqlx::raw_sql(AssertSqlSafe(format!(
         "SET plan_cache_mode = force_generic_plan; \
-         PREPARE purge_batch(timestamp, timestamp, timestamp, bigint) AS {DELETE_BATCH_SQL}"
+         PREPARE purge_batch_{name}(timestamp, timestamp, timestamp, bigint) AS {sql}"
     )))
     .execute(&mut *conn)
     .await
     .unwrap();
     let generic: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "EXPLAIN EXECUTE purge_batch('{cutoff}', NULL, NULL, 5000)"
+        "EXPLAIN EXECUTE purge_batch_{name}('{cutoff}', NULL, NULL, 5000)"
     )))
     .fetch_all(&mut *conn)
     .await
     .unwrap();
     plans.push(generic.join("\n"));
-
-    for plan in plans {
-        for access in [
-            "user_sessions_expires_at_idx",
-            "user_sessions_deactivated_idx",
-            "Tid Scan on user_sessions",
-        ] {
-            assert!(plan.contains(access), "no {access}:\n{plan}");
-        }
-        assert!(!plan.contains("Seq Scan"), "{plan}");
-    }
+    plans
 }
 
 /// The purge's indexes leave the webhook's update (session_data and

@@ -25,7 +25,7 @@ use super::limit::within_limit;
 use super::run_lock::RunLock;
 
 pub use events::DELETE_EVENTS_SQL;
-pub use index_walk::{Batch, DELETE_BATCH_SQL, PurgeProgress};
+pub use index_walk::{Batch, DELETE_BATCH_LOCK_TIMEOUT_SQL, DELETE_BATCH_SQL, PurgeProgress};
 pub use range_walk::{DELETE_RANGE_LOCK_TIMEOUT_SQL, DELETE_RANGE_SKIP_LOCKED_SQL, RowLocks};
 
 /// The purge's key for the one-`bigint` form of PostgreSQL's advisory locks
@@ -111,18 +111,26 @@ impl PurgeConnection {
             .map(drop)
     }
 
-    /// The database's clock, in UTC as `user_sessions` holds its timestamps,
-    /// whatever the server's or the connection's `TimeZone`.
-    pub async fn now_utc(&mut self) -> Result<NaiveDateTime, sqlx::Error> {
+    /// The run's cutoff and the planner's view of the table: the database's
+    /// clock, in UTC as `user_sessions` holds its timestamps (whatever the
+    /// server's or the connection's `TimeZone`); how many sessions are due
+    /// then and how big the table is, from the planner's statistics and the
+    /// file's size: no row is read. Two statements, the clock with the
+    /// table's size (each round trip counts in a round of 100 ms).
+    pub async fn clock_and_estimate(&mut self) -> Result<(NaiveDateTime, Estimate), sqlx::Error> {
         let limit = self.limit();
-        let query = sqlx::query_scalar("SELECT now() AT TIME ZONE 'UTC'");
-        within_limit(limit, query.fetch_one(self.lock.connection())).await
-    }
-
-    /// How many sessions are due at `cutoff` and how big the table is, from
-    /// the planner's statistics and the file's size: no row is read.
-    pub async fn estimate(&mut self, cutoff: NaiveDateTime) -> Result<Estimate, sqlx::Error> {
-        let limit = self.limit();
+        let (cutoff, pages, analyzed, tid_range_scans): (NaiveDateTime, i64, bool, bool) =
+            within_limit(
+                limit,
+                sqlx::query_as(
+                    "SELECT now() AT TIME ZONE 'UTC', \
+                            pg_relation_size(oid) / current_setting('block_size')::bigint, \
+                            reltuples >= 0, current_setting('server_version_num')::int >= 140000 \
+                     FROM pg_class WHERE oid = 'user_sessions'::regclass",
+                )
+                .fetch_one(self.lock.connection()),
+            )
+            .await?;
         let plan: Vec<String> = within_limit(
             limit,
             sqlx::query_scalar(
@@ -132,17 +140,7 @@ impl PurgeConnection {
             .fetch_all(self.lock.connection()),
         )
         .await?;
-        let (pages, analyzed, tid_range_scans): (i64, bool, bool) = within_limit(
-            limit,
-            sqlx::query_as(
-                "SELECT pg_relation_size(oid) / current_setting('block_size')::bigint, \
-                        reltuples >= 0, current_setting('server_version_num')::int >= 140000 \
-                 FROM pg_class WHERE oid = 'user_sessions'::regclass",
-            )
-            .fetch_one(self.lock.connection()),
-        )
-        .await?;
-        Ok(Estimate {
+        let estimate = Estimate {
             due_rows: plan
                 .first()
                 .and_then(|line| planned_rows(line))
@@ -150,7 +148,8 @@ impl PurgeConnection {
             pages,
             analyzed,
             tid_range_scans,
-        })
+        };
+        Ok((cutoff, estimate))
     }
 
     /// Releases the lock, and the connection goes back to the pool with the

@@ -31,35 +31,33 @@ impl RowLocks {
 
 /// A range's due rows, each locked first and skipped when held.
 /// `$1` the cutoff (UTC), `[$2, $3)` the pages.
+///
+/// Both range statements are a bare `DELETE`, counted by its command tag:
+/// the same `DELETE` in a `WITH ... RETURNING 1` counted by a `SELECT` took
+/// about twice as long over a half-due table (BENCHMARKS.md).
 pub const DELETE_RANGE_SKIP_LOCKED_SQL: &str = "\
-WITH gone AS (
-    DELETE FROM user_sessions
-    WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM user_sessions
-        WHERE ctid >= format('(%s,0)', $2::bigint)::tid AND ctid < format('(%s,0)', $3::bigint)::tid
-          AND (expires_at <= $1 OR is_active = false)
-        FOR UPDATE SKIP LOCKED))
+DELETE FROM user_sessions
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM user_sessions
+    WHERE ctid >= format('(%s,0)', $2::bigint)::tid AND ctid < format('(%s,0)', $3::bigint)::tid
       AND (expires_at <= $1 OR is_active = false)
-    RETURNING 1)
-SELECT count(*) FROM gone";
+    FOR UPDATE SKIP LOCKED))
+  AND (expires_at <= $1 OR is_active = false)";
 
 /// A range's due rows, deleted as found. A row changed meanwhile is checked
 /// again on its newest version (READ COMMITTED), so a session extended by
 /// the app stays.
 pub const DELETE_RANGE_LOCK_TIMEOUT_SQL: &str = "\
-WITH gone AS (
-    DELETE FROM user_sessions
-    WHERE ctid >= format('(%s,0)', $2::bigint)::tid AND ctid < format('(%s,0)', $3::bigint)::tid
-      AND (expires_at <= $1 OR is_active = false)
-    RETURNING 1)
-SELECT count(*) FROM gone";
+DELETE FROM user_sessions
+WHERE ctid >= format('(%s,0)', $2::bigint)::tid AND ctid < format('(%s,0)', $3::bigint)::tid
+  AND (expires_at <= $1 OR is_active = false)";
 
 /// SQLSTATE of a lock not granted within `lock_timeout`.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 impl PurgeConnection {
     /// Sets what [`RowLocks::LockTimeout`] needs on this connection (reset by
-    /// `unlock`). Kept off the index walk, which never waits on a row.
+    /// `unlock`), for either walk.
     pub async fn prepare_row_locks(&mut self, row_locks: RowLocks) -> Result<(), sqlx::Error> {
         match row_locks {
             RowLocks::SkipLocked => self.execute("RESET lock_timeout").await,
@@ -101,20 +99,22 @@ impl PurgeConnection {
         end: i64,
     ) -> Result<u64, sqlx::Error> {
         let limit = self.limit();
-        let deleted: i64 = within_limit(
+        let done = within_limit(
             limit,
-            sqlx::query_scalar(sql)
+            sqlx::query(sql)
                 .bind(cutoff)
                 .bind(first)
                 .bind(end)
-                .fetch_one(self.lock.connection()),
+                .execute(self.lock.connection()),
         )
         .await?;
-        Ok(deleted as u64)
+        Ok(done.rows_affected())
     }
 }
 
-fn is_lock_timeout(error: &sqlx::Error) -> bool {
+/// True for the error of a statement that waited longer than `lock_timeout`
+/// for a row: a row the app holds.
+pub(super) fn is_lock_timeout(error: &sqlx::Error) -> bool {
     error
         .as_database_error()
         .and_then(|e| e.code())
