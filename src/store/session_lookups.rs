@@ -4,26 +4,19 @@
 //! round trip, a plan, a transaction), which is what makes the API keep up
 //! with the same SELECT sent straight to PostgreSQL.
 //!
-//! Nothing waits to fill a batch: a few readers each take the next id as
-//! soon as it arrives, plus whatever queued behind it while they were busy.
+//! Nothing waits to fill a batch: the reader takes the next id as soon as
+//! it arrives, plus whatever queued behind it while it was busy.
 //! An id read alone goes out at once; under load, batches grow by
 //! themselves to the number of requests that arrived during one query.
 
+use sqlx::PgPool;
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
-
-use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::limit::{self, Armed};
 use super::sessions::SessionRow;
 use crate::sessions::metrics::{ReadWaiting, read_batch};
-
-/// Queries in flight at once. Two keep the database busy while the answers
-/// of the last batch go back, and leave the pool's third connection to a
-/// purge or a reconcile.
-const READERS: usize = 2;
 
 /// Ids per statement at most: past a few dozen, a bigger batch saves
 /// nothing and only delays the first answer in it.
@@ -45,7 +38,7 @@ struct Lookup {
     answer: oneshot::Sender<Answer>,
 }
 
-/// The queue the readers take ids from; its readers end with the last
+/// The queue the reader takes ids from; the reader ends with the last
 /// clone of it.
 #[derive(Clone)]
 pub(super) struct Lookups {
@@ -59,13 +52,10 @@ impl std::fmt::Debug for Lookups {
 }
 
 impl Lookups {
-    /// Starts the readers on the current runtime.
+    /// Starts the reader on the current runtime.
     pub(super) fn start(pool: PgPool) -> Self {
         let (queue, arrivals) = mpsc::channel(QUEUE);
-        let arrivals = Arc::new(Mutex::new(arrivals));
-        for _ in 0..READERS {
-            tokio::spawn(read(pool.clone(), arrivals.clone()));
-        }
+        tokio::spawn(read(pool, arrivals));
         Self { queue }
     }
 
@@ -89,16 +79,20 @@ impl Lookups {
     }
 }
 
-/// One reader: the next batch, its query, its answers; until the queue's
+/// The reader: the next batch, its query, its answers; until the queue's
 /// senders are all gone.
-async fn read(pool: PgPool, arrivals: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
+///
+/// One reader, so one query in flight: measured on 2 cores at 16
+/// connections (BENCHMARKS.md), one reader served 19,000 reads/s in
+/// batches of 5.5, two 15,000 in batches of 3.6, three 15,000. While its
+/// query runs the next batch gathers, and a bigger batch is cheaper per
+/// read. It also leaves the pool's other connections to writes, a purge or
+/// a reconcile.
+async fn read(pool: PgPool, mut arrivals: mpsc::Receiver<Lookup>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            let mut arrivals = arrivals.lock().await;
-            if arrivals.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
+        if arrivals.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
         // A request that gave up (its client left, its time ran out) is not
         // looked up.

@@ -81,10 +81,11 @@ async fn reads_arriving_together_share_a_statement_and_each_gets_its_own_answer(
     let reads = metric(&server, "session_worker_session_api_read_batch_size_sum").await;
     let statements = metric(&server, "session_worker_session_api_read_batch_size_count").await;
     assert_eq!(reads, ids.len() as f64);
-    // Two readers each held one batch while the table was locked; all the
-    // rest were queued by then and fit in one or two more.
+    // The reader held one batch while the table was locked; all the rest
+    // were queued by then and fit in one more (or two, had the queue been
+    // read while it filled).
     assert!(
-        statements <= 4.0,
+        statements <= 3.0,
         "{statements} statements for {reads} reads"
     );
     assert_eq!(
