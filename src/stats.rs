@@ -47,6 +47,11 @@ pub fn install() -> PrometheusHandle {
                     crate::sessions::metrics::LIFETIME_BUCKETS,
                 )
                 .expect("lifetime buckets are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(crate::sessions::metrics::READ_BATCH.into()),
+                    crate::sessions::metrics::READ_BATCH_BUCKETS,
+                )
+                .expect("batch buckets are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();

@@ -11,6 +11,11 @@ pub const CREATED: &str = "session_worker_session_api_sessions_created_total";
 pub const ENDED: &str = "session_worker_session_api_sessions_ended_total";
 pub const LIFETIME: &str = "session_worker_session_api_ended_session_duration_seconds";
 pub const ACTIVE: &str = "session_worker_session_api_active_sessions";
+pub const READS_WAITING: &str = "session_worker_session_api_reads_waiting";
+pub const READ_BATCH: &str = "session_worker_session_api_read_batch_size";
+
+/// Ids per statement of `GET /sessions/{id}`, up to its batch's limit (64).
+pub const READ_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
 /// Seconds: from a quick login-logout to a month-long "remember me".
 pub const LIFETIME_BUCKETS: &[f64] = &[
@@ -47,6 +52,35 @@ pub fn describe() {
         ACTIVE,
         "Active sessions in user_sessions (refreshed once a minute)"
     );
+    describe_gauge!(
+        READS_WAITING,
+        "GET /sessions/{id} requests waiting for the database"
+    );
+    describe_histogram!(
+        READ_BATCH,
+        Unit::Count,
+        "Sessions read per statement by GET /sessions/{id} (reads arriving together share one)"
+    );
+}
+
+/// A read waits for the database until this is dropped.
+pub struct ReadWaiting(());
+
+impl ReadWaiting {
+    pub fn start() -> Self {
+        metrics::gauge!(READS_WAITING).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for ReadWaiting {
+    fn drop(&mut self) {
+        metrics::gauge!(READS_WAITING).decrement(1.0);
+    }
+}
+
+pub fn read_batch(ids: usize) {
+    metrics::histogram!(READ_BATCH).record(ids as f64);
 }
 
 pub fn created() {

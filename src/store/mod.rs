@@ -11,6 +11,7 @@ mod purge;
 mod reconcile;
 mod replay;
 mod run_lock;
+mod session_lookups;
 mod sessions;
 mod wrong_mode;
 
@@ -49,6 +50,13 @@ const STATEMENT_TIMEOUT: &str = "5s";
 /// An idle pooled connection that does not answer a ping within this is
 /// replaced.
 const IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A pooled connection idle for less than this is handed out unchecked, as
+/// the webhook's own connections are (`connections.rs`): it answered a
+/// moment ago, and a ping on every acquire would double the round trips of
+/// the session API's one-statement calls. A call on one that died since
+/// fails and closes it ([`limit::Armed`]).
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// TCP keepalive on the server's side of each connection, so that the
 /// server ends the session of a worker it can no longer reach (a network
@@ -114,8 +122,11 @@ pub fn pool_with(options: PgConnectOptions, max_connections: u32) -> PgPool {
         // acquire instead of being replaced. The same ping, bounded; one
         // that runs out is closed, and the next (or a new one) tried.
         .test_before_acquire(false)
-        .before_acquire(|conn, _| {
+        .before_acquire(|conn, idle| {
             Box::pin(async move {
+                if idle.idle_for < CHECK_AFTER_IDLE {
+                    return Ok(true);
+                }
                 limit::within_limit(IDLE_CHECK_TIMEOUT, conn.ping()).await?;
                 Ok(true)
             })

@@ -8,6 +8,7 @@ use chrono::NaiveDateTime;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use super::limit::{self, Armed};
+use super::session_lookups::Lookups;
 
 /// `$call` (a query run on the connection `$conn`) within
 /// [`limit::CALL_TIMEOUT`], on an [`Armed`] connection: the session API is
@@ -58,11 +59,16 @@ const COLUMNS: &str = "session_id, username, session_data, created_at, updated_a
 #[derive(Clone, Debug)]
 pub struct SessionStore {
     pool: PgPool,
+    lookups: Lookups,
 }
 
 impl SessionStore {
+    /// Starts the readers of [`SessionStore::load`] on the current runtime.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            lookups: Lookups::start(pool.clone()),
+            pool,
+        }
     }
 
     /// Inserts a session whose data is `members` (the inner text of the
@@ -98,18 +104,10 @@ impl SessionStore {
         })
     }
 
-    /// A live session, read only.
+    /// A live session, read only; read in a batch with the other loads of
+    /// the moment (`session_lookups`).
     pub async fn load(&self, session_id: &str) -> Result<Option<SessionRow>, sqlx::Error> {
-        // The hot path: a literal, so no formatting per request.
-        bounded!(&self.pool, |conn| {
-            sqlx::query_as(
-                "SELECT session_id, username, session_data, created_at, updated_at, expires_at \
-                 FROM user_sessions \
-                 WHERE session_id = $1 AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')",
-            )
-            .bind(session_id)
-            .fetch_optional(conn)
-        })
+        self.lookups.load(session_id).await
     }
 
     /// A live session, its expiry moved to now + its lifetime when it was

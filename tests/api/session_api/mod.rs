@@ -1,6 +1,7 @@
 //! The session API: its routes through the real router, its races with the
-//! webhook, and the real binary (logs, metrics, CLI, the Python client).
+//! webhook, reads in batches, and the real binary (logs, metrics, CLI, the Python client).
 
+mod batched_reads;
 mod lifetime;
 mod process;
 mod race;

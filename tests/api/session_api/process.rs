@@ -10,14 +10,19 @@ use super::TOKEN;
 use crate::binary::{Server, bare_command, database_url};
 use crate::helpers::add_session;
 
-fn api_server(pool: &PgPool, extra: &[(&str, &str)]) -> Server {
+pub(super) fn api_server(pool: &PgPool, extra: &[(&str, &str)]) -> Server {
     let mut settings = vec![("SESSION_API_TOKEN", TOKEN)];
     settings.extend_from_slice(extra);
     Server::start(&database_url(pool, None), &settings)
 }
 
 /// Calls the server with the token; returns (status, body text).
-async fn send(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub(super) async fn send(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let client = reqwest::Client::new();
     let mut request = client
         .request(method.parse().unwrap(), format!("{}{path}", server.base))

@@ -1,0 +1,174 @@
+//! `GET /sessions/{id}` in batches. Every page view of the web app is one
+//! such read, so they come many at a time; one statement for the ids that
+//! arrived together costs the database about what one id costs alone (a
+//! round trip, a plan, a transaction), which is what makes the API keep up
+//! with the same SELECT sent straight to PostgreSQL.
+//!
+//! Nothing waits to fill a batch: the reader takes the next id as soon as
+//! it arrives, plus whatever queued behind it while it was busy.
+//! An id read alone goes out at once; under load, batches grow by
+//! themselves to the number of requests that arrived during one query.
+
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::io;
+use tokio::sync::{mpsc, oneshot};
+
+use super::limit::{self, Armed};
+use super::sessions::SessionRow;
+use crate::sessions::metrics::{ReadWaiting, read_batch};
+
+/// Ids per statement at most: past a few dozen, a bigger batch saves
+/// nothing and only delays the first answer in it.
+const MAX_BATCH: usize = 64;
+
+/// Requests waiting for a reader at most; past it, a request waits to be
+/// queued (each one is still bounded by [`limit::CALL_TIMEOUT`]).
+const QUEUE: usize = 1024;
+
+const LOAD_MANY: &str = "\
+    SELECT session_id, username, session_data, created_at, updated_at, expires_at \
+    FROM user_sessions \
+    WHERE session_id = ANY($1) AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')";
+
+type Answer = Result<Option<SessionRow>, sqlx::Error>;
+
+struct Lookup {
+    session_id: String,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The queue the reader takes ids from; the reader ends with the last
+/// clone of it.
+#[derive(Clone)]
+pub(super) struct Lookups {
+    queue: mpsc::Sender<Lookup>,
+}
+
+impl std::fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookups").finish_non_exhaustive()
+    }
+}
+
+impl Lookups {
+    /// Starts the reader on the current runtime.
+    pub(super) fn start(pool: PgPool) -> Self {
+        let (queue, arrivals) = mpsc::channel(QUEUE);
+        tokio::spawn(read(pool, arrivals));
+        Self { queue }
+    }
+
+    /// A live session, read only, within [`limit::CALL_TIMEOUT`] from now
+    /// (queueing included).
+    pub(super) async fn load(&self, session_id: &str) -> Answer {
+        let _waiting = ReadWaiting::start();
+        limit::within(async {
+            let (answer, answered) = oneshot::channel();
+            let lookup = Lookup {
+                session_id: session_id.to_owned(),
+                answer,
+            };
+            self.queue
+                .send(lookup)
+                .await
+                .map_err(|_| sqlx::Error::PoolClosed)?;
+            answered.await.map_err(|_| sqlx::Error::PoolClosed)?
+        })
+        .await
+    }
+}
+
+/// The reader: the next batch, its query, its answers; until the queue's
+/// senders are all gone.
+///
+/// One reader, so one query in flight: measured on 2 cores at 16
+/// connections (BENCHMARKS.md), one reader served 19,000 reads/s in
+/// batches of 5.5, two 15,000 in batches of 3.6, three 15,000. While its
+/// query runs the next batch gathers, and a bigger batch is cheaper per
+/// read. It also leaves the pool's other connections to writes, a purge or
+/// a reconcile.
+async fn read(pool: PgPool, mut arrivals: mpsc::Receiver<Lookup>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if arrivals.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        // A request that gave up (its client left, its time ran out) is not
+        // looked up.
+        batch.retain(|lookup| !lookup.answer.is_closed());
+        if !batch.is_empty() {
+            answer(&pool, &mut batch).await;
+        }
+        batch.clear();
+    }
+}
+
+async fn answer(pool: &PgPool, batch: &mut Vec<Lookup>) {
+    let ids: Vec<&str> = batch.iter().map(|l| l.session_id.as_str()).collect();
+    read_batch(ids.len());
+    let found = limit::within(async {
+        let mut armed = Armed::acquire(pool).await?;
+        let rows: Vec<SessionRow> = sqlx::query_as(LOAD_MANY)
+            .bind(&ids)
+            .fetch_all(armed.connection())
+            .await?;
+        armed.done();
+        Ok(rows)
+    })
+    .await;
+    match found {
+        Ok(rows) => {
+            let mut by_id: HashMap<String, SessionRow> = rows
+                .into_iter()
+                .map(|row| (row.session_id.clone(), row))
+                .collect();
+            for lookup in batch.drain(..) {
+                // The same id twice in one batch: each gets its copy.
+                let row = by_id.get(&lookup.session_id).cloned();
+                let _ = lookup.answer.send(Ok(row));
+            }
+            by_id.clear();
+        }
+        Err(error) => {
+            for lookup in batch.drain(..) {
+                let _ = lookup.answer.send(Err(copy_of(&error)));
+            }
+        }
+    }
+}
+
+/// The batch's error, for each of its requests: the same kind (what the
+/// handler answers by), the same text.
+fn copy_of(error: &sqlx::Error) -> sqlx::Error {
+    match error {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        sqlx::Error::Io(io) => sqlx::Error::Io(io::Error::new(io.kind(), io.to_string())),
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_error_keeps_the_kind_the_handler_answers_by() {
+        let timed_out = copy_of(&limit::timed_out(limit::CALL_TIMEOUT));
+        assert!(
+            matches!(&timed_out, sqlx::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut),
+            "{timed_out:?}"
+        );
+        assert!(matches!(
+            copy_of(&sqlx::Error::PoolTimedOut),
+            sqlx::Error::PoolTimedOut
+        ));
+        assert!(matches!(
+            copy_of(&sqlx::Error::PoolClosed),
+            sqlx::Error::PoolClosed
+        ));
+        let other = copy_of(&sqlx::Error::RowNotFound);
+        assert!(matches!(&other, sqlx::Error::Protocol(text) if text.contains("no rows")));
+    }
+}
