@@ -15,8 +15,8 @@ pub struct Args {
     /// skip-locked or lock-timeout [default: lock-timeout].
     #[arg(long, value_parser = purge::parse_row_locks)]
     pub row_locks: Option<store::RowLocks>,
-    /// In backlog mode, a pause after each range, as a multiple of that
-    /// range's time.
+    /// In backlog mode, the pause between ranges, as a multiple of their
+    /// time (pauses are gathered until they add up to 5 ms).
     #[arg(long, default_value_t = purge::Settings::DEFAULT_PAUSE_RATIO, value_parser = purge::parse_pause_ratio)]
     pub pause_ratio: f64,
 }

@@ -288,13 +288,18 @@ fn check_username(username: &str) -> Result<(), ApiError> {
     if chars == 0 || chars > MAX_USERNAME_CHARS {
         return Err(bad_request("username must be 1 to 50 characters"));
     }
+    // PostgreSQL's text cannot hold NUL: the statement would fail.
+    if username.contains('\0') {
+        return Err(bad_request("username must not contain NUL"));
+    }
     Ok(())
 }
 
 /// An id that cannot be in the table is answered like any unknown one,
-/// without a query.
+/// without a query. (One holding NUL would also fail the statement, and a
+/// GET's statement is shared with the other reads of the moment.)
 fn check_session_id(id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.chars().count() > MAX_SESSION_ID_CHARS {
+    if id.is_empty() || id.chars().count() > MAX_SESSION_ID_CHARS || id.contains('\0') {
         return Err(not_found());
     }
     Ok(())

@@ -12,6 +12,7 @@
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::io;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::limit::{self, Armed};
@@ -21,6 +22,14 @@ use crate::sessions::metrics::{ReadWaiting, read_batch};
 /// Ids per statement at most: past a few dozen, a bigger batch saves
 /// nothing and only delays the first answer in it.
 const MAX_BATCH: usize = 64;
+
+/// A batch's statement, pool wait included, within this: a keyed read of
+/// 64 rows takes milliseconds, and with one reader a connection that
+/// stopped answering (a partition without a reset, handed out unchecked
+/// when it was used less than a second ago) must hold every read up for as
+/// short a time as can be told from a slow database. The connection is
+/// then closed ([`Armed`]), and the next batch gets another.
+const READ_LIMIT: Duration = Duration::from_secs(2);
 
 /// Requests waiting for a reader at most; past it, a request waits to be
 /// queued (each one is still bounded by [`limit::CALL_TIMEOUT`]).
@@ -89,49 +98,72 @@ impl Lookups {
 /// read. It also leaves the pool's other connections to writes, a purge or
 /// a reconcile.
 async fn read(pool: PgPool, mut arrivals: mpsc::Receiver<Lookup>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         if arrivals.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
         // A request that gave up (its client left, its time ran out) is not
         // looked up.
         batch.retain(|lookup| !lookup.answer.is_closed());
-        if !batch.is_empty() {
-            answer(&pool, &mut batch).await;
+        if batch.is_empty() {
+            continue;
         }
-        batch.clear();
+        // On a task of its own: were anything in it to panic, its requests
+        // would fail (their answers dropped: 503), not every later read.
+        let _ = tokio::spawn(answer(pool.clone(), batch)).await;
     }
 }
 
-async fn answer(pool: &PgPool, batch: &mut Vec<Lookup>) {
+async fn answer(pool: PgPool, batch: Vec<Lookup>) {
+    match query(&pool, &batch).await {
+        // A statement refused for what one id holds (a data exception)
+        // would fail every read of the batch: each is read alone, so that
+        // only its own fails. (The handlers refuse the ids they know to be
+        // impossible before they get here.)
+        Err(sqlx::Error::Database(error))
+            if batch.len() > 1 && error.code().is_some_and(|code| code.starts_with("22")) =>
+        {
+            for lookup in batch {
+                let found = query(&pool, std::slice::from_ref(&lookup)).await;
+                deliver(vec![lookup], found);
+            }
+        }
+        found => deliver(batch, found),
+    }
+}
+
+/// One statement for the batch's ids, within [`READ_LIMIT`].
+async fn query(pool: &PgPool, batch: &[Lookup]) -> Result<Vec<SessionRow>, sqlx::Error> {
     let ids: Vec<&str> = batch.iter().map(|l| l.session_id.as_str()).collect();
     read_batch(ids.len());
-    let found = limit::within(async {
+    limit::within_limit(READ_LIMIT, async {
         let mut armed = Armed::acquire(pool).await?;
-        let rows: Vec<SessionRow> = sqlx::query_as(LOAD_MANY)
+        let rows = sqlx::query_as(LOAD_MANY)
             .bind(&ids)
             .fetch_all(armed.connection())
             .await?;
         armed.done();
         Ok(rows)
     })
-    .await;
+    .await
+}
+
+fn deliver(batch: Vec<Lookup>, found: Result<Vec<SessionRow>, sqlx::Error>) {
     match found {
         Ok(rows) => {
-            let mut by_id: HashMap<String, SessionRow> = rows
+            let by_id: HashMap<String, SessionRow> = rows
                 .into_iter()
                 .map(|row| (row.session_id.clone(), row))
                 .collect();
-            for lookup in batch.drain(..) {
+            for lookup in batch {
                 // The same id twice in one batch: each gets its copy.
                 let row = by_id.get(&lookup.session_id).cloned();
                 let _ = lookup.answer.send(Ok(row));
             }
-            by_id.clear();
         }
         Err(error) => {
-            for lookup in batch.drain(..) {
+            for lookup in batch {
                 let _ = lookup.answer.send(Err(copy_of(&error)));
             }
         }

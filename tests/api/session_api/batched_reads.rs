@@ -38,8 +38,9 @@ async fn reads_arriving_together_share_a_statement_and_each_gets_its_own_answer(
     let server = api_server(&pool, &[]);
     server.wait_until("/readyz", 200).await;
 
-    // The table held, the first reads wait in the database and the others
-    // queue behind them; then all go at once.
+    // The table held, the first read waits in the database and the others
+    // queue behind it; then all go at once. The window is the reader's
+    // limit on a batch (2 s): the rest must queue within it.
     let mut holder = sqlx::PgConnection::connect(&database_url(&pool, None))
         .await
         .unwrap();
@@ -51,31 +52,47 @@ async fn reads_arriving_together_share_a_statement_and_each_gets_its_own_answer(
     // Eight live ids (one of them twice), and four that are not live.
     let mut ids: Vec<String> = (0..8).map(|n| format!("live-{n}")).collect();
     ids.extend(["live-3", "expired", "ended", "never-was", "live-"].map(String::from));
-    let requests: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let (server, path) = (server.base.clone(), format!("/sessions/{id}"));
-            tokio::spawn(async move { send_to(&server, &path).await })
+    let client = reqwest::Client::new();
+    let get = |id: &str| {
+        let request = client
+            .get(format!("{}/sessions/{id}", server.base))
+            .bearer_auth(super::TOKEN);
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
         })
-        .collect();
+    };
+    let mut requests = vec![get(&ids[0])];
     let deadline = Instant::now() + Duration::from_secs(20);
+    while !read_waits_on_the_lock(&pool).await {
+        assert!(
+            Instant::now() < deadline,
+            "the first read never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let window = Instant::now();
+    requests.extend(ids[1..].iter().map(|id| get(id)));
     while metric(&server, "session_worker_session_api_reads_waiting").await < ids.len() as f64 {
         assert!(Instant::now() < deadline, "the reads never all waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let queued_in = window.elapsed();
     held.commit().await.unwrap();
+    drop(holder);
 
     for (id, request) in ids.iter().zip(requests) {
         let (status, text) = request.await.unwrap();
+        let context = format!("{id}: {text} (queued in {queued_in:?})");
         match id.strip_prefix("live-").and_then(|n| n.parse::<u32>().ok()) {
             Some(n) => {
-                assert_eq!(status, 200, "{id}: {text}");
+                assert_eq!(status, 200, "{context}");
                 let body: Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(body["session_id"], id.as_str(), "{text}");
-                assert_eq!(body["username"], format!("user-{n}"), "{text}");
-                assert_eq!(body["data"]["n"], n, "{text}");
+                assert_eq!(body["session_id"], id.as_str(), "{context}");
+                assert_eq!(body["username"], format!("user-{n}"), "{context}");
+                assert_eq!(body["data"]["n"], n, "{context}");
             }
-            None => assert_eq!(status, 404, "{id}: {text}"),
+            None => assert_eq!(status, 404, "{context}"),
         }
     }
     let reads = metric(&server, "session_worker_session_api_read_batch_size_sum").await;
@@ -96,12 +113,39 @@ async fn reads_arriving_together_share_a_statement_and_each_gets_its_own_answer(
     assert_eq!(send(&server, "GET", "/sessions/live-5", None).await.0, 200);
 }
 
-async fn send_to(base: &str, path: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(super::TOKEN)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
+/// Whether a statement of the worker's waits on a lock in this test's own
+/// database.
+async fn read_waits_on_the_lock(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'session-worker' \
+           AND wait_event_type = 'Lock')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn an_id_or_username_holding_nul_is_refused_before_any_statement(pool: PgPool) {
+    add_session(&pool, "live-0", "alice", Some("{}"), 60, true).await;
+    let server = api_server(&pool, &[]);
+    server.wait_until("/readyz", 200).await;
+    for method in ["GET", "PATCH", "DELETE"] {
+        let body = (method == "PATCH").then_some(r#"{"data":{}}"#);
+        let (status, text) = send(&server, method, "/sessions/live-0%00", body).await;
+        assert_eq!(status, 404, "{method}: {text}");
+    }
+    let body = r#"{"username":"al\u0000ice"}"#;
+    let (status, text) = send(&server, "POST", "/sessions", Some(body)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("NUL"), "{text}");
+    assert_eq!(
+        send(&server, "GET", "/users/al%00ice/sessions", None)
+            .await
+            .0,
+        400
+    );
+    // The reads of the moment were never failed by one of them.
+    assert_eq!(send(&server, "GET", "/sessions/live-0", None).await.0, 200);
 }
