@@ -29,7 +29,8 @@ use crate::{purge, reconcile};
 /// they absorb Stripe's bursts on a small instance), 3 for the pool (one
 /// each for a purge or a reconcile while it runs, one for readiness and
 /// look-ups). That leaves the web app most of a small database's
-/// `max_connections` (Render's smallest plans allow 97).
+/// `max_connections` (Render's smallest plans allow 97). The session API's
+/// reads, when it is on, have one more of their own (`session_lookups`).
 pub const POOL_SIZE: u32 = 8;
 
 /// Render sends SIGKILL this long after SIGTERM (`maxShutdownDelaySeconds`

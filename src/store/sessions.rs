@@ -66,7 +66,7 @@ impl SessionStore {
     /// Starts the readers of [`SessionStore::load`] on the current runtime.
     pub fn new(pool: PgPool) -> Self {
         Self {
-            lookups: Lookups::start(pool.clone()),
+            lookups: Lookups::start(&pool),
             pool,
         }
     }
