@@ -104,8 +104,7 @@ impl Lookups {
 /// connections (BENCHMARKS.md), one reader served 19,000 reads/s in
 /// batches of 5.5, two 15,000 in batches of 3.6, three 15,000. While its
 /// query runs the next batch gathers, and a bigger batch is cheaper per
-/// read. It also leaves the pool's other connections to writes, a purge or
-/// a reconcile.
+/// read. And one reader needs one connection.
 async fn read(pool: PgPool, mut arrivals: mpsc::Receiver<Lookup>) {
     loop {
         let mut batch = Vec::with_capacity(MAX_BATCH);
