@@ -10,10 +10,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+#[path = "common/http1.rs"]
+mod http1;
+use http1::Connection;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
@@ -143,69 +145,6 @@ async fn client(
         }
     }
     Ok(results)
-}
-
-/// One HTTP/1.1 keep-alive connection: a request out, its answer back.
-struct Connection {
-    stream: TcpStream,
-    received: Vec<u8>,
-}
-
-impl Connection {
-    async fn open(addr: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream,
-            received: Vec::with_capacity(16 * 1024),
-        })
-    }
-
-    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-        self.stream.write_all(request).await?;
-        loop {
-            if let Some(end) = find(&self.received, b"\r\n\r\n") {
-                let head = std::str::from_utf8(&self.received[..end])?;
-                let status: u16 = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|code| code.parse().ok())
-                    .with_context(|| format!("not an HTTP answer: {head:?}"))?;
-                let length: usize = head
-                    .lines()
-                    .find_map(|line| {
-                        let (name, value) = line.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                let whole = end + 4 + length;
-                while self.received.len() < whole {
-                    self.read_more().await?;
-                }
-                let body = self.received[end + 4..whole].to_vec();
-                self.received.drain(..whole);
-                return Ok((status, body));
-            }
-            self.read_more().await?;
-        }
-    }
-
-    async fn read_more(&mut self) -> anyhow::Result<()> {
-        self.received.reserve(4096);
-        if self.stream.read_buf(&mut self.received).await? == 0 {
-            bail!("the server closed the connection");
-        }
-        Ok(())
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
 }
 
 /// Nearest rank, as the script applies to pgbench's per-transaction log.

@@ -30,36 +30,9 @@ fi
 bin="$target_dir/release"
 server=${DATABASE_URL%/*}
 db="$server/bench_sessions"
-work=$(mktemp -d "${TMPDIR:-/tmp}/bench-sessions.XXXXXX")
+source scripts/lib/bench.sh bench-sessions
 token="bench-token-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-serve_pid=
-cleanup() {
-    if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then
-        kill -TERM "$serve_pid" 2>/dev/null || true
-        wait "$serve_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
-sql() { PGOPTIONS='-c client_min_messages=warning' "$PG_BINDIR/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-say() { echo "$*" >&2; }
-fail() {
-    echo "bench-sessions: FAILED: $*" >&2
-    exit 1
-}
-json_field() { sed -n "s/.*\"$2\":\([-0-9.e]*\).*/\1/p" "$1"; }
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    fail "no free port"
-}
 # Nearest-rank percentiles (ms) of a file of microseconds: "p50 p99".
 percentiles() {
     sort -n "$1" | awk '{v[NR] = $1} END {
@@ -91,12 +64,7 @@ port=$(free_port)
 DATABASE_URL="$db" STRIPE_WEBHOOK_SECRET=whsec_bench SESSION_API_TOKEN="$token" PURGE_SCHEDULE=off \
     HOST=127.0.0.1 PORT="$port" LOG_FORMAT=json "$bin/session-worker" serve >"$work/serve.log" 2>&1 &
 serve_pid=$!
-for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && head -1 <&3 | grep -q ' 200 ') 2>/dev/null; then
-        break
-    fi
-    sleep 0.1
-done
+wait_ready "$port"
 
 # pgbench: "<tps> <p50> <p99>"
 run_pgbench() { # get|post round

@@ -51,52 +51,10 @@ if [ -n "$baseline" ]; then
     [ -x "$baseline/session-worker" ] || { echo "bench-webhook: no $baseline/session-worker" >&2; exit 1; }
 fi
 server=${DATABASE_URL%/*}
-work=$(mktemp -d "${TMPDIR:-/tmp}/bench-webhook.XXXXXX")
+source scripts/lib/bench.sh bench-webhook
 secret="whsec_bench_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-serve_pid=
-cleanup() {
-    if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then
-        kill -TERM "$serve_pid" 2>/dev/null || true
-        wait "$serve_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
-sql() { PGOPTIONS='-c client_min_messages=warning' "$PG_BINDIR/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-say() { echo "$*" >&2; }
-fail() {
-    echo "bench-webhook: FAILED: $*" >&2
-    exit 1
-}
-# A field of a one-line JSON object, numbers only.
-json_field() { sed -n "s/.*\"$2\":\([-0-9.e]*\).*/\1/p" "$1"; }
-
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    fail "no free port"
-}
-
-# CPU time in clock ticks (1/100 s). Of one process (utime + stime):
-proc_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-# Of the whole PostgreSQL server: the postmaster, the children it has reaped
-# (ended backends) and the children alive now.
-postmaster=$(head -1 "$(sql "$DATABASE_URL" -c 'SHOW data_directory')/postmaster.pid")
-pg_ticks() {
-    local total child
-    total=$(sed 's/.*) //' "/proc/$postmaster/stat" | awk '{print $12 + $13 + $14 + $15}')
-    for child in $(pgrep -P "$postmaster"); do
-        total=$((total + $(proc_ticks "$child" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
+# CPU time in clock ticks (1/100 s): proc_ticks, pg_ticks (scripts/lib/bench.sh).
 # Busy ticks of the whole machine (everything but idle and iowait).
 machine_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 # Ticks -> microseconds per event.

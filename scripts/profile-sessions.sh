@@ -36,79 +36,40 @@ fi
 
 worker_bin=${SW_BIN:-$target_dir/release/session-worker}
 token="profile-token-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-work=$(mktemp -d "${TMPDIR:-/tmp}/profile-sessions.XXXXXX")
-serve_pid=
-cleanup() {
-    if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then
-        kill -TERM "$serve_pid" 2>/dev/null || true
-        wait "$serve_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/bench.sh profile-sessions
 
-sql() { PGOPTIONS='-c client_min_messages=warning' "$PG_BINDIR/psql" -X -q -At -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"; }
-fail() {
-    echo "profile-sessions: FAILED: $*" >&2
-    exit 1
-}
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    fail "no free port"
-}
-# user+system clock ticks of one process, and of this cluster's processes.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-cluster_ticks() {
-    local pid
-    for pid in "$postmaster" $(pgrep -P "$postmaster"); do
-        awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true
-    done | awk '{s += $1} END {print s + 0}'
-}
 metric() { sed -n "s/^$1 //p" "$work/metrics"; }
 
 DATABASE_URL="$DATABASE_URL" LOG_FORMAT=text RUST_LOG=warn "$worker_bin" migrate >/dev/null
-sql -c "INSERT INTO user_sessions (session_id, username, session_data, expires_at, is_active)
+sql "$DATABASE_URL" -c "INSERT INTO user_sessions (session_id, username, session_data, expires_at, is_active)
         SELECT 'live_' || lpad(n::text, 38, '0'), 'user' || (n % 5000),
                '{\"csrf\":\"abcdefabcdef\",\"cart\":[1,2,3],\"theme\":\"dark\"}',
                (now() AT TIME ZONE 'UTC') + interval '1 day', true
         FROM generate_series(1, 100000) n" -c "VACUUM ANALYZE user_sessions"
-postmaster=$(head -1 "$(sql -c "SHOW data_directory")/postmaster.pid")
 
 port=$(free_port)
 DATABASE_URL="$DATABASE_URL" STRIPE_WEBHOOK_SECRET=whsec_profile SESSION_API_TOKEN="$token" \
     PURGE_SCHEDULE=off HOST=127.0.0.1 PORT="$port" LOG_FORMAT=json "$worker_bin" serve >"$work/serve.log" 2>&1 &
 serve_pid=$!
-for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3 && head -1 <&3 | grep -q ' 200 ') 2>/dev/null; then
-        break
-    fi
-    kill -0 "$serve_pid" 2>/dev/null || fail "serve exited: $(tail -3 "$work/serve.log")"
-    sleep 0.1
-done
+wait_ready "$port"
+kill -0 "$serve_pid" 2>/dev/null || fail "serve exited: $(tail -3 "$work/serve.log")"
 
 SESSION_API_TOKEN="$token" "$target_dir/release/examples/sessionload" --addr "127.0.0.1:$port" --mode get \
     --live 100000 --concurrency "$CONCURRENCY" --seconds "$SECS" --seed 1 >"$work/load.json" &
 load_pid=$!
 sleep $(((SECS - WINDOW) / 2))
-w0=$(ticks "$serve_pid") l0=$(ticks "$load_pid") p0=$(cluster_ticks) t0=$(date +%s.%N)
+w0=$(proc_ticks "$serve_pid") l0=$(proc_ticks "$load_pid") p0=$(pg_ticks) t0=$(date +%s.%N)
 case "${PROFILE:-}" in
 perf) perf record -F 499 --call-graph dwarf,16384 -p "$serve_pid" -o perf.data -- sleep "$WINDOW" >/dev/null 2>&1 ;;
 strace) timeout "$WINDOW" strace -c -f -p "$serve_pid" -o "$work/strace" || true ;;
 *) sleep "$WINDOW" ;;
 esac
-w1=$(ticks "$serve_pid") l1=$(ticks "$load_pid") p1=$(cluster_ticks) t1=$(date +%s.%N)
+w1=$(proc_ticks "$serve_pid") l1=$(proc_ticks "$load_pid") p1=$(pg_ticks) t1=$(date +%s.%N)
 wait "$load_pid" || fail "load generator (server log: $work/serve.log)"
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics"
 
 hz=$(getconf CLK_TCK)
-per_s=$(sed -n 's/.*"per_s":\([0-9]*\).*/\1/p' "$work/load.json")
+per_s=$(json_field "$work/load.json" per_s)
 reads=$(metric session_worker_session_api_read_batch_size_sum)
 batches=$(metric session_worker_session_api_read_batch_size_count)
 awk -v w=$((w1 - w0)) -v l=$((l1 - l0)) -v p=$((p1 - p0)) -v hz="$hz" -v t0="$t0" -v t1="$t1" \
