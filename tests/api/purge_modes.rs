@@ -158,46 +158,51 @@ async fn a_session_held_during_a_run_survives_it(pool: PgPool) {
 /// run ended there, leaving the rest of the backlog for the next round.)
 #[sqlx::test]
 async fn a_row_that_moves_under_a_batch_does_not_end_the_run(pool: PgPool) {
+    gate_deletes(&pool).await;
+    let report = move_a_row_under_the_first_batch(&pool, settings(10, Mode::Ordinary)).await;
+    assert_eq!(report.purged, 30, "{report:?}");
+    assert_eq!(session_ids(&pool).await, ["kept-1", "kept-2", "kept-3"]);
+}
+
+/// Thirty due rows of `ivy` and three live ones; a purge run with
+/// `settings` whose first batch is held at the gate (`gate_deletes`) while
+/// a due row, `gone-03`, is updated (a new `ctid`, newer than the batch's
+/// snapshot); its report once the gate opens.
+async fn move_a_row_under_the_first_batch(
+    pool: &PgPool,
+    settings: Settings,
+) -> session_worker::purge::Report {
     sqlx::query(
         "INSERT INTO user_sessions (session_id, username, expires_at) \
          SELECT 'gone-' || lpad(i::text, 2, '0'), 'ivy', timestamp '2020-01-01' + make_interval(mins => i) \
          FROM generate_series(1, 30) AS i",
     )
-    .execute(&pool)
+    .execute(pool)
     .await
     .unwrap();
-    add_sessions(&pool, "kept", 3, 60, true).await;
-    gate_deletes(&pool).await;
-    let gate = close_gate(&pool).await;
-    let purger = instance(&pool, 2);
+    add_sessions(pool, "kept", 3, 60, true).await;
+    let gate = close_gate(pool).await;
+    let purger = instance(pool, 2);
     let run = tokio::spawn(async move {
-        session_worker::purge::run_once(
-            &purger,
-            &settings(10, Mode::Ordinary),
-            &CancellationToken::new(),
-        )
-        .await
+        session_worker::purge::run_once(&purger, &settings, &CancellationToken::new()).await
     });
     wait_until("the first batch waits at the gate", async || {
-        waiting_at_gate(&pool).await == 1
+        waiting_at_gate(pool).await == 1
     })
     .await;
-    // The first batch's snapshot is taken: this update is newer than it.
     sqlx::query(
         "UPDATE user_sessions SET session_data = '{\"moved\": true}' WHERE session_id = 'gone-03'",
     )
-    .execute(&pool)
+    .execute(pool)
     .await
     .unwrap();
     open_gate(gate).await;
 
     let outcome = run.await.unwrap().unwrap();
-
     let session_worker::purge::Outcome::Completed(report) = outcome else {
         panic!("{outcome:?}");
     };
-    assert_eq!(report.purged, 30, "{report:?}");
-    assert_eq!(session_ids(&pool).await, ["kept-1", "kept-2", "kept-3"]);
+    report
 }
 
 /// The mode follows the planner's estimate of an analyzed table: a backlog
@@ -345,41 +350,11 @@ async fn a_row_that_moves_under_a_batch_goes_in_the_next_either_way(pool: PgPool
     gate_deletes(&pool).await;
     log_statements(&pool).await;
     for row_locks in [RowLocks::LockTimeout, RowLocks::SkipLocked] {
-        sqlx::query(
-            "INSERT INTO user_sessions (session_id, username, expires_at) \
-             SELECT 'gone-' || lpad(i::text, 2, '0'), 'ivy', timestamp '2020-01-01' + make_interval(mins => i) \
-             FROM generate_series(1, 30) AS i",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        add_sessions(&pool, "kept", 3, 60, true).await;
-        let gate = close_gate(&pool).await;
-        let purger = instance(&pool, 2);
         let settings = Settings {
             row_locks,
             ..settings(10, Mode::Ordinary)
         };
-        let run = tokio::spawn(async move {
-            session_worker::purge::run_once(&purger, &settings, &CancellationToken::new()).await
-        });
-        wait_until("the first batch waits at the gate", async || {
-            waiting_at_gate(&pool).await == 1
-        })
-        .await;
-        sqlx::query(
-            "UPDATE user_sessions SET session_data = '{\"moved\": true}' WHERE session_id = 'gone-03'",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
-        open_gate(gate).await;
-
-        let outcome = run.await.unwrap().unwrap();
-
-        let session_worker::purge::Outcome::Completed(report) = outcome else {
-            panic!("{outcome:?}");
-        };
+        let report = move_a_row_under_the_first_batch(&pool, settings).await;
         assert_eq!(report.purged, 30, "{row_locks:?}: {report:?}");
         // The moved row went in the second statement; the fourth found
         // fewer than a batch and ended the walk.
