@@ -14,7 +14,8 @@
 #
 # Settings (environment): SECS (10), WINDOW (5), CONCURRENCY (16),
 # SW_BIN (the worker binary to measure; default: target/release/session-worker,
-# built first), TOKIO_WORKER_THREADS (the worker's, when set).
+# built first), TOKIO_WORKER_THREADS (the worker's, when set), PERF_FREQ (perf's
+# samples per second, 499).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,7 +61,7 @@ load_pid=$!
 sleep $(((SECS - WINDOW) / 2))
 w0=$(proc_ticks "$serve_pid") l0=$(proc_ticks "$load_pid") p0=$(pg_ticks) t0=$(date +%s.%N)
 case "${PROFILE:-}" in
-perf) perf record -F 499 --call-graph dwarf,16384 -p "$serve_pid" -o perf.data -- sleep "$WINDOW" >/dev/null 2>&1 ;;
+perf) perf record -F ${PERF_FREQ:-499} --call-graph dwarf,16384 -p "$serve_pid" -o perf.data -- sleep "$WINDOW" >/dev/null 2>&1 ;;
 strace) timeout "$WINDOW" strace -c -f -p "$serve_pid" -o "$work/strace" || true ;;
 *) sleep "$WINDOW" ;;
 esac

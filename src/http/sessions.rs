@@ -122,7 +122,10 @@ async fn load(
     check_session_id(&id)?;
     let row = match api.touch_interval {
         None => api.store.load(&id).await,
-        Some(interval) => api.store.load_touching(&id, api.ttl, interval).await,
+        // Boxed: its sqlx future is large, and inline it would make every
+        // GET's future as large, copied into a fresh allocation (page
+        // faults and all) per request even with sliding expiry off.
+        Some(interval) => Box::pin(api.store.load_touching(&id, api.ttl, interval)).await,
     };
     let row = row.map_err(store_error)?.ok_or_else(not_found)?;
     Ok(Json(SessionBody::new(row, None)))

@@ -111,9 +111,7 @@ pub fn pool(config: &DatabaseConfig, max_connections: u32) -> Result<PgPool, sql
 
 /// [`pool`] for connection options already parsed.
 pub fn pool_with(options: PgConnectOptions, max_connections: u32) -> PgPool {
-    let mut settings = vec![("statement_timeout", STATEMENT_TIMEOUT)];
-    settings.extend(SERVER_KEEPALIVE);
-    let options = options.application_name("session-worker").options(settings);
+    let options = session_options(options);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -132,6 +130,14 @@ pub fn pool_with(options: PgConnectOptions, max_connections: u32) -> PgPool {
             })
         })
         .connect_lazy_with(options)
+}
+
+/// The settings of every connection of ours but the migrator's: the
+/// statement timeout, the server's keepalive, our application name.
+fn session_options(options: PgConnectOptions) -> PgConnectOptions {
+    let mut settings = vec![("statement_timeout", STATEMENT_TIMEOUT)];
+    settings.extend(SERVER_KEEPALIVE);
+    options.application_name("session-worker").options(settings)
 }
 
 /// Applies pending migrations, on a connection of its own with no statement

@@ -9,13 +9,16 @@
 //! An id read alone goes out at once; under load, batches grow by
 //! themselves to the number of requests that arrived during one query.
 
-use sqlx::PgPool;
+use futures_util::FutureExt;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, PgPool};
 use std::collections::HashMap;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-use super::limit::{self, Armed};
+use super::limit;
 use super::sessions::SessionRow;
 use crate::sessions::metrics::{ReadWaiting, read_batch};
 
@@ -23,12 +26,11 @@ use crate::sessions::metrics::{ReadWaiting, read_batch};
 /// nothing and only delays the first answer in it.
 const MAX_BATCH: usize = 64;
 
-/// A batch's statement, pool wait included, within this: a keyed read of
+/// A batch's statement, connecting included, within this: a keyed read of
 /// 64 rows takes milliseconds, and with one reader a connection that
-/// stopped answering (a partition without a reset, handed out unchecked
-/// when it was used less than a second ago) must hold every read up for as
-/// short a time as can be told from a slow database. The connection is
-/// then closed ([`Armed`]), and the next batch gets another.
+/// stopped answering (a partition without a reset) must hold every read up
+/// for as short a time as can be told from a slow database. The connection
+/// is then closed, and the next batch opens another.
 const READ_LIMIT: Duration = Duration::from_secs(2);
 
 /// Requests waiting for a reader at most; past it, a request waits to be
@@ -69,11 +71,13 @@ impl Lookups {
     /// cheaper planned anew (`pg_prepared_statements`: 0 generic plans
     /// after 9 executions). The generic plan is the same index scan.
     pub(super) fn start(pool: &PgPool) -> Self {
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("plan_cache_mode", "force_generic_plan")]);
+        let options = super::session_options((*pool.connect_options()).clone())
+            .options([("plan_cache_mode", "force_generic_plan")])
+            // A statement per batch, tens of thousands a second: sqlx's
+            // per-statement log is never wanted here.
+            .disable_statement_logging();
         let (queue, arrivals) = mpsc::channel(QUEUE);
-        tokio::spawn(read(super::pool_with(options, 1), arrivals));
+        tokio::spawn(read(Reader::new(options), arrivals));
         Self { queue }
     }
 
@@ -105,7 +109,7 @@ impl Lookups {
 /// batches of 5.5, two 15,000 in batches of 3.6, three 15,000. While its
 /// query runs the next batch gathers, and a bigger batch is cheaper per
 /// read. And one reader needs one connection.
-async fn read(pool: PgPool, mut arrivals: mpsc::Receiver<Lookup>) {
+async fn read(mut reader: Reader, mut arrivals: mpsc::Receiver<Lookup>) {
     loop {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         if arrivals.recv_many(&mut batch, MAX_BATCH).await == 0 {
@@ -117,44 +121,80 @@ async fn read(pool: PgPool, mut arrivals: mpsc::Receiver<Lookup>) {
         if batch.is_empty() {
             continue;
         }
-        // On a task of its own: were anything in it to panic, its requests
-        // would fail (their answers dropped: 503), not every later read.
-        let _ = tokio::spawn(answer(pool.clone(), batch)).await;
-    }
-}
-
-async fn answer(pool: PgPool, batch: Vec<Lookup>) {
-    match query(&pool, &batch).await {
-        // A statement refused for what one id holds (a data exception)
-        // would fail every read of the batch: each is read alone, so that
-        // only its own fails. (The handlers refuse the ids they know to be
-        // impossible before they get here.)
-        Err(sqlx::Error::Database(error))
-            if batch.len() > 1 && error.code().is_some_and(|code| code.starts_with("22")) =>
+        // Were anything in a batch to panic, its requests fail (their
+        // answers dropped: 503), not every later read; the connection, in
+        // an unknown state, goes with them.
+        if AssertUnwindSafe(reader.answer(batch))
+            .catch_unwind()
+            .await
+            .is_err()
         {
-            for lookup in batch {
-                let found = query(&pool, std::slice::from_ref(&lookup)).await;
-                deliver(vec![lookup], found);
-            }
+            reader.connection = None;
         }
-        found => deliver(batch, found),
     }
 }
 
-/// One statement for the batch's ids, within [`READ_LIMIT`].
-async fn query(pool: &PgPool, batch: &[Lookup]) -> Result<Vec<SessionRow>, sqlx::Error> {
-    let ids: Vec<&str> = batch.iter().map(|l| l.session_id.as_str()).collect();
-    read_batch(ids.len());
-    limit::within_limit(READ_LIMIT, async {
-        let mut armed = Armed::acquire(pool).await?;
-        let rows = sqlx::query_as(LOAD_MANY)
-            .bind(&ids)
-            .fetch_all(armed.connection())
-            .await?;
-        armed.done();
-        Ok(rows)
-    })
-    .await
+/// The reader's connection, its own (not a pool's): nothing to acquire,
+/// check or give back per batch.
+struct Reader {
+    options: PgConnectOptions,
+    /// Opened by the first batch that needs it; closed after any failure
+    /// but the server's refusal of a statement, so that a connection whose
+    /// call ran out of time (its server may still answer that call later)
+    /// is never read again.
+    connection: Option<PgConnection>,
+}
+
+impl Reader {
+    fn new(options: PgConnectOptions) -> Self {
+        Self {
+            options,
+            connection: None,
+        }
+    }
+
+    async fn answer(&mut self, batch: Vec<Lookup>) {
+        match self.query(&batch).await {
+            // A statement refused for what one id holds (a data exception)
+            // would fail every read of the batch: each is read alone, so
+            // that only its own fails. (The handlers refuse the ids they
+            // know to be impossible before they get here.)
+            Err(sqlx::Error::Database(error))
+                if batch.len() > 1 && error.code().is_some_and(|code| code.starts_with("22")) =>
+            {
+                for lookup in batch {
+                    let found = self.query(std::slice::from_ref(&lookup)).await;
+                    deliver(vec![lookup], found);
+                }
+            }
+            found => deliver(batch, found),
+        }
+    }
+
+    /// One statement for the batch's ids, within [`READ_LIMIT`].
+    async fn query(&mut self, batch: &[Lookup]) -> Result<Vec<SessionRow>, sqlx::Error> {
+        let ids: Vec<&str> = batch.iter().map(|l| l.session_id.as_str()).collect();
+        read_batch(ids.len());
+        let found = limit::within_limit(READ_LIMIT, async {
+            let connection = match &mut self.connection {
+                Some(connection) => connection,
+                None => self
+                    .connection
+                    .insert(PgConnection::connect_with(&self.options).await?),
+            };
+            sqlx::query_as(LOAD_MANY)
+                .bind(&ids)
+                .fetch_all(connection)
+                .await
+        })
+        .await;
+        if let Err(error) = &found
+            && !matches!(error, sqlx::Error::Database(_))
+        {
+            self.connection = None;
+        }
+        found
+    }
 }
 
 fn deliver(batch: Vec<Lookup>, found: Result<Vec<SessionRow>, sqlx::Error>) {

@@ -6,8 +6,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::{Connection, PgPool};
 
+use session_worker::store::{self, SessionStore, limit};
+
 use super::process::{api_server, send};
 use crate::binary::{Server, database_url};
+use crate::blackhole::Blackhole;
+use crate::cable::server_of;
 use crate::helpers::add_session;
 
 /// The value of the first metrics line that starts with `name ` (0 when
@@ -148,4 +152,36 @@ async fn an_id_or_username_holding_nul_is_refused_before_any_statement(pool: PgP
     );
     // The reads of the moment were never failed by one of them.
     assert_eq!(send(&server, "GET", "/sessions/live-0", None).await.0, 200);
+}
+
+#[sqlx::test]
+async fn a_read_on_a_silent_database_fails_within_its_limit_and_the_next_one_reconnects(
+    pool: PgPool,
+) {
+    add_session(&pool, "live-0", "alice", Some("{}"), 60, true).await;
+    let hole = Blackhole::to(server_of(&pool)).await;
+    let options = (*pool.connect_options())
+        .clone()
+        .host("127.0.0.1")
+        .port(hole.address.port());
+    let sessions = SessionStore::new(store::pool_with(options, 2));
+    // The reader's connection is open and has answered.
+    let row = sessions.load("live-0").await.unwrap().unwrap();
+    assert_eq!(row.username, "alice");
+
+    hole.swallow();
+    let started = Instant::now();
+    let error = sessions.load("live-0").await.unwrap_err();
+    // Cut by the reader's own limit on a batch, before the request's.
+    assert!(
+        started.elapsed() < limit::CALL_TIMEOUT,
+        "{error} after {:?}",
+        started.elapsed()
+    );
+
+    // The silent connection is not read again: were it kept, the next read
+    // would wait on it for good.
+    hole.heal();
+    let row = sessions.load("live-0").await.unwrap().unwrap();
+    assert_eq!(row.username, "alice");
 }
