@@ -111,3 +111,57 @@ async fn a_tie_bigger_than_a_batch_goes_a_batch_at_a_time_around_a_held_row(pool
             .unwrap();
     }
 }
+
+/// Sequential scans of `user_sessions` so far, and rows deleted from it, as
+/// the server's statistics have them.
+async fn table_stats(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT seq_scan, n_tup_del FROM pg_stat_user_tables WHERE relid = 'user_sessions'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Statistics gone stale (most expired rows deleted since the last ANALYZE,
+/// as right after a backlog purge) make a window of a few rows look like
+/// half the table, which the planner would read whole; the purge's windows
+/// go through the index all the same.
+#[sqlx::test]
+async fn stale_statistics_do_not_turn_a_window_into_a_table_scan(pool: PgPool) {
+    // 20,000 expired rows and as many live ones, analyzed; then all but 40
+    // of the expired ones deleted, spread over their whole range. On a
+    // connection of its own, closed before counting: a backend writes its
+    // statistics when it exits, at the latest.
+    let setup = instance(&pool, 1);
+    sqlx::raw_sql(
+        "ALTER TABLE user_sessions SET (autovacuum_enabled = false); \
+         INSERT INTO user_sessions (session_id, username, expires_at) \
+         SELECT 's-' || i, 'sam', CASE WHEN i % 2 = 0 \
+                THEN timestamp '2020-01-01' + make_interval(mins => i) \
+                ELSE timestamp '2099-01-01' + make_interval(mins => i) END \
+         FROM generate_series(1, 40000) AS i; \
+         ANALYZE user_sessions; \
+         DELETE FROM user_sessions WHERE expires_at < '2030-01-01' AND id % 1000 <> 0;",
+    )
+    .execute(&setup)
+    .await
+    .unwrap();
+    setup.close().await;
+    wait_until("the setup's statistics are in", async || {
+        table_stats(&pool).await.1 == 19_960
+    })
+    .await;
+    let (scans, _) = table_stats(&pool).await;
+
+    let purger = instance(&pool, 1);
+    let report = purge_with(&purger, &settings(5000, Mode::Ordinary)).await;
+    purger.close().await;
+
+    assert_eq!(report.purged, 40);
+    wait_until("the purge's statistics are in", async || {
+        table_stats(&pool).await.1 == 20_000
+    })
+    .await;
+    assert_eq!(table_stats(&pool).await.0, scans, "a sequential scan");
+}

@@ -155,7 +155,7 @@ impl PurgeConnection {
     /// Releases the lock, and the connection goes back to the pool with the
     /// pool's own settings (see [`RunLock::unlock`]).
     pub async fn unlock(mut self) -> Result<(), sqlx::Error> {
-        self.execute("RESET statement_timeout; RESET lock_timeout")
+        self.execute("RESET statement_timeout; RESET lock_timeout; RESET enable_seqscan")
             .await?;
         let limit = self.limit();
         within_limit(limit, self.lock.unlock()).await
