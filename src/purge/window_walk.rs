@@ -67,8 +67,7 @@ fn step(
 impl Run<'_> {
     pub(super) async fn window_walk(&mut self, cutoff: NaiveDateTime) -> Result<(), sqlx::Error> {
         let row_locks = self.settings.row_locks;
-        self.conn.prepare_row_locks(row_locks).await?;
-        self.conn.prepare_windows().await?;
+        self.conn.prepare_windows(row_locks).await?;
         let mut rows = self.settings.batch_size.min(FIRST_BATCH_ROWS);
         for set in [DueSet::Expired, DueSet::Deactivated] {
             rows = self.walk_set(set, cutoff, rows).await?;

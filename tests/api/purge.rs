@@ -32,7 +32,7 @@ pub fn settings(batch_size: u32, mode: Mode) -> Settings {
     }
 }
 
-/// An ordinary run (the index walk) of `batch_size` rows a statement.
+/// An ordinary run (`expires_at` windows) of `batch_size` rows a statement.
 pub async fn purge_now(pool: &PgPool, batch_size: u32) -> Report {
     purge_with(pool, &settings(batch_size, Mode::Ordinary)).await
 }

@@ -1,4 +1,4 @@
-//! The purge's two modes: the index walk of an ordinary round and the
+//! The purge's two modes: the `expires_at` windows of an ordinary round and the
 //! `ctid` ranges of a backlog, each with both ways of keeping off held rows.
 
 use chrono::NaiveDateTime;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::*;
 use crate::purge::*;
 
-/// Every way a run can go: the index walk and ranges, each either way of
+/// Every way a run can go: windows and ranges, each either way of
 /// keeping off held rows.
 fn every_way(batch_size: u32) -> [(&'static str, Settings); 4] {
     let with = |mode, row_locks| Settings {
@@ -206,7 +206,7 @@ async fn move_a_row_under_the_first_batch(
 }
 
 /// The mode follows the planner's estimate of an analyzed table: a backlog
-/// when many rows are due for the table's size, the index walk otherwise.
+/// when many rows are due for the table's size, windows otherwise.
 #[sqlx::test]
 async fn a_run_picks_its_mode_from_the_estimate(pool: PgPool) {
     let auto = Settings {
@@ -214,7 +214,7 @@ async fn a_run_picks_its_mode_from_the_estimate(pool: PgPool) {
         ..settings(20, Mode::Ordinary)
     };
     // Never analyzed (and no autovacuum to do it meanwhile): the planner's
-    // counts are guesses; the index walk.
+    // counts are guesses; windows.
     sqlx::raw_sql("ALTER TABLE user_sessions SET (autovacuum_enabled = false)")
         .execute(&pool)
         .await

@@ -126,14 +126,16 @@ pub struct Batch {
 }
 
 impl PurgeConnection {
-    /// Sets what a window walk needs on this connection (reset by `unlock`):
-    /// no sequential scans. A window's `DELETE` is planned from the planner's
+    /// Sets what a window walk needs on this connection (reset by `unlock`),
+    /// in one round trip: `row_locks`' setting (see
+    /// [`PurgeConnection::prepare_row_locks`]), and no sequential scans. A window's `DELETE` is planned from the planner's
     /// row estimate, and statistics gone stale (most expired rows deleted
     /// since the last ANALYZE, as right after a backlog purge) can make a
     /// window of a batch look like half the table, which the planner then
     /// reads whole.
-    pub async fn prepare_windows(&mut self) -> Result<(), sqlx::Error> {
-        self.execute("SET enable_seqscan = off").await
+    pub async fn prepare_windows(&mut self, row_locks: RowLocks) -> Result<(), sqlx::Error> {
+        let set = format!("{}; SET enable_seqscan = off", row_locks.setting());
+        self.execute(&set).await
     }
 
     /// Where the window of `rows` due sessions of `set` from `from` on ends.
