@@ -79,11 +79,12 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Chosen from the pacing curve in BENCHMARKS.md: over three runs of
-    /// five, a pause never lowered the updates' p99 during a backlog purge
-    /// (the pause lengthens the purge; each range still competes with the
-    /// updates while it runs), and 0.25 cost a quarter more time. None, then;
-    /// `--pause-ratio` is there for a server the app keeps busy.
+    /// Chosen from the pacing curve in BENCHMARKS.md: over four runs of
+    /// five, no pause lowered the updates' p99 during a backlog purge
+    /// consistently (each range still competes with the updates while it
+    /// runs; a pause lengthens the purge), and 0.25 cost a quarter more
+    /// time. None, then; `--pause-ratio` is there for a server the app keeps
+    /// busy.
     pub const DEFAULT_PAUSE_RATIO: f64 = 0.0;
     pub const DEFAULT_ROW_LOCKS: RowLocks = RowLocks::LockTimeout;
     pub const DEFAULT_TARGET_STATEMENT: Duration = Duration::from_millis(50);
