@@ -8,7 +8,8 @@ use crate::{purge, serve, store};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// auto: backlog when the planner expects many due rows, else
-    /// ordinary (an index walk); or one of them, always.
+    /// ordinary (`expires_at` windows found through the index); or one of
+    /// them, always.
     #[arg(long, default_value = "auto", value_parser = purge::parse_mode)]
     pub mode: purge::ModeChoice,
     /// How the statements keep off rows others hold (either mode):

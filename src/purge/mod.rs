@@ -11,6 +11,7 @@
 mod pacer;
 mod settings;
 mod walk;
+mod window_walk;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +23,7 @@ pub use self::settings::{
     BACKLOG_MIN_BATCHES, BACKLOG_ROWS_PER_PAGE, Mode, ModeChoice, Settings, parse_mode,
     parse_pause_ratio, parse_row_locks,
 };
-pub use self::walk::FIRST_BATCH_ROWS;
+pub use self::window_walk::FIRST_BATCH_ROWS;
 use crate::config::PurgeConfig;
 use crate::schedule::Schedule;
 use crate::store::PurgeConnection;

@@ -17,14 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pacer::Pacer;
 use super::{Mode, Report, SESSIONS_PURGED, Settings};
-use crate::store::{Estimate, PurgeConnection, PurgeProgress, is_statement_timeout};
-
-/// An index walk's first statement, at most: a full batch of 5000 scattered
-/// rows took 100 to 210 ms on a loaded benchmark machine (a heap page read
-/// per row), over the 100 ms a statement may take; 2000 took 25 ms on a
-/// quiet one. The next statements grow
-/// from what this one measured, towards the target time.
-pub const FIRST_BATCH_ROWS: u32 = 2000;
+use crate::store::{Estimate, PurgeConnection, is_statement_timeout};
 
 /// A backlog's first range, at most: with few due rows a batch's worth
 /// spans many pages, and 8400 pages took 92 ms on a quiet benchmark
@@ -48,42 +41,9 @@ impl Run<'_> {
         estimate: Estimate,
     ) -> Result<(), sqlx::Error> {
         match mode {
-            Mode::Ordinary => self.index_walk(cutoff).await,
+            Mode::Ordinary => self.window_walk(cutoff).await,
             Mode::Backlog => self.range_walk(cutoff, estimate).await,
         }
-    }
-
-    async fn index_walk(&mut self, cutoff: NaiveDateTime) -> Result<(), sqlx::Error> {
-        let row_locks = self.settings.row_locks;
-        self.conn.prepare_row_locks(row_locks).await?;
-        let batch_size = self.settings.batch_size;
-        let mut progress = PurgeProgress::new(cutoff);
-        let mut limit = batch_size.min(FIRST_BATCH_ROWS);
-        while !self.stopping() {
-            let started = Instant::now();
-            let batch = match self
-                .conn
-                .delete_batch(&mut progress, limit, row_locks)
-                .await
-            {
-                Err(error) if is_statement_timeout(&error) && limit > 1 => {
-                    limit /= 2;
-                    tracing::warn!(limit, "a purge batch hit the statement timeout: halved");
-                    continue;
-                }
-                result => result?,
-            };
-            let elapsed = started.elapsed();
-            self.count_sessions(batch.deleted, elapsed);
-            // Only a batch that found less than it asked for says the walk
-            // is over; one that deleted less may have met rows that moved.
-            if batch.found < u64::from(limit) {
-                return Ok(());
-            }
-            let next = next_size(f64::from(limit), elapsed, self.settings, batch.found);
-            limit = next.min(f64::from(batch_size)) as u32;
-        }
-        Ok(())
     }
 
     async fn range_walk(
@@ -158,14 +118,14 @@ impl Run<'_> {
     }
 
     /// True, and noted in the report, once shutdown has begun.
-    fn stopping(&mut self) -> bool {
+    pub(super) fn stopping(&mut self) -> bool {
         if self.shutdown.is_cancelled() {
             self.report.stopped = true;
         }
         self.report.stopped
     }
 
-    fn count_sessions(&mut self, deleted: u64, elapsed: Duration) {
+    pub(super) fn count_sessions(&mut self, deleted: u64, elapsed: Duration) {
         self.report.batches += 1;
         self.report.purged += deleted;
         self.report.longest_statement = self.report.longest_statement.max(elapsed);
@@ -201,7 +161,7 @@ fn first_range(estimate: Estimate, batch_size: u32) -> f64 {
 /// The next statement's size (rows or pages), from the last one's: towards
 /// the target time and at most a batch of rows, never more than twice the
 /// last, never below 1.
-fn next_size(current: f64, elapsed: Duration, settings: &Settings, rows: u64) -> f64 {
+pub(super) fn next_size(current: f64, elapsed: Duration, settings: &Settings, rows: u64) -> f64 {
     let by_time = settings.target_statement.as_secs_f64() / elapsed.as_secs_f64().max(1e-6);
     let by_rows = f64::from(settings.batch_size) / rows.max(1) as f64;
     (current * by_time.min(by_rows).min(2.0)).max(1.0)

@@ -30,9 +30,9 @@ pub use doctor::{MigrationState, SessionColumn, TimeZones};
 pub use events::{EventFilter, RecordedEvent};
 pub use migrate::MIGRATE_LOCK_KEY;
 pub use purge::{
-    Batch, DELETE_BATCH_LOCK_TIMEOUT_SQL, DELETE_BATCH_SQL, DELETE_EVENTS_SQL,
-    DELETE_RANGE_LOCK_TIMEOUT_SQL, DELETE_RANGE_SKIP_LOCKED_SQL, Estimate, PURGE_LOCK_KEY,
-    PurgeConnection, PurgeProgress, RowLocks, is_statement_timeout,
+    Batch, DEACTIVATED_SQL, DELETE_EVENTS_SQL, DELETE_RANGE_LOCK_TIMEOUT_SQL,
+    DELETE_RANGE_SKIP_LOCKED_SQL, DueSet, EXPIRED_SQL, Edge, Estimate, PURGE_LOCK_KEY,
+    PurgeConnection, RowLocks, SetSql, is_statement_timeout,
 };
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
 pub use sessions::{SessionRow, SessionStats, SessionStore};

@@ -33,6 +33,7 @@ mod purge_faults;
 mod purge_modes;
 mod purge_plan;
 mod purge_schedule;
+mod purge_windows;
 mod reconcile;
 mod reconcile_stream;
 mod render;

@@ -7,7 +7,7 @@ use chrono::NaiveDateTime;
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use session_worker::purge::{self, Mode, ModeChoice, Outcome, Report, Settings};
-use session_worker::store::{self, PURGE_LOCK_KEY, PurgeConnection, PurgeProgress, RowLocks};
+use session_worker::store::{self, DueSet, PURGE_LOCK_KEY, PurgeConnection, RowLocks};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ pub fn settings(batch_size: u32, mode: Mode) -> Settings {
     }
 }
 
-/// An ordinary run (the index walk) of `batch_size` rows a statement.
+/// An ordinary run (`expires_at` windows) of `batch_size` rows a statement.
 pub async fn purge_now(pool: &PgPool, batch_size: u32) -> Report {
     purge_with(pool, &settings(batch_size, Mode::Ordinary)).await
 }
@@ -193,23 +193,24 @@ async fn exactly_the_expired_and_the_deactivated_sessions_go(pool: PgPool) {
         session_ids(&pool).await,
         ["active", "active-a-minute-more", "active-unknown"]
     );
+    // The four expired in one statement, the deactivated one in another.
     assert_eq!(
         (report.purged, report.batches, report.stopped),
-        (5, 1, false)
+        (5, 2, false)
     );
     assert_eq!(purge_lock_holders(&pool).await, 0);
 }
 
 /// `expires_at <= now`: a session that expires at the very instant the run
 /// takes as "now" goes, one a microsecond later stays; in each statement the
-/// purge has (the index walk, a page range either way of keeping off held
-/// rows).
+/// purge has (an `expires_at` window, a page range, either way of keeping
+/// off held rows).
 #[sqlx::test]
 async fn a_session_expiring_exactly_at_the_cutoff_goes(pool: PgPool) {
     let cutoff: NaiveDateTime = "2031-05-06T07:08:09.123456".parse().unwrap();
     for statement in [
-        "index walk, skip locked",
-        "index walk, lock timeout",
+        "window, skip locked",
+        "window, lock timeout",
         "range, skip locked",
         "range, lock timeout",
     ] {
@@ -227,17 +228,29 @@ async fn a_session_expiring_exactly_at_the_cutoff_goes(pool: PgPool) {
         }
         let mut conn = lock_purge(&pool).await.unwrap();
         let deleted = match statement {
-            "index walk, skip locked" => {
-                conn.delete_batch(&mut PurgeProgress::new(cutoff), 100, RowLocks::SkipLocked)
-                    .await
-                    .unwrap()
-                    .deleted
+            "window, skip locked" => {
+                conn.delete_window(
+                    DueSet::Expired,
+                    (None, None),
+                    cutoff,
+                    100,
+                    RowLocks::SkipLocked,
+                )
+                .await
+                .unwrap()
+                .deleted
             }
-            "index walk, lock timeout" => {
-                conn.delete_batch(&mut PurgeProgress::new(cutoff), 100, RowLocks::LockTimeout)
-                    .await
-                    .unwrap()
-                    .deleted
+            "window, lock timeout" => {
+                conn.delete_window(
+                    DueSet::Expired,
+                    (None, None),
+                    cutoff,
+                    100,
+                    RowLocks::LockTimeout,
+                )
+                .await
+                .unwrap()
+                .deleted
             }
             "range, skip locked" => conn
                 .delete_range(cutoff, 0, 1000, RowLocks::SkipLocked)
@@ -281,8 +294,9 @@ async fn expiry_is_judged_in_utc_whatever_the_time_zone(pool: PgPool) {
     }
 }
 
-/// 50 sessions (30 expired, 20 deactivated, interleaved) in batches of 7:
-/// seven full statements and one of 1, each its own transaction.
+/// 50 sessions (30 expired, 20 deactivated, interleaved) in batches of 7,
+/// each its own transaction: the expired ones in windows of 7 and the 2
+/// left, then the deactivated ones (7, 7 and 6).
 #[sqlx::test]
 async fn fifty_sessions_go_in_eight_batches_of_at_most_seven(pool: PgPool) {
     for i in 0..50 {
@@ -311,7 +325,7 @@ async fn fifty_sessions_go_in_eight_batches_of_at_most_seven(pool: PgPool) {
             .await
             .unwrap();
     let deleted: Vec<i64> = statements.iter().map(|s| s.0).collect();
-    assert_eq!(deleted, [7, 7, 7, 7, 7, 7, 7, 1]);
+    assert_eq!(deleted, [7, 7, 7, 7, 2, 7, 7, 6]);
     let mut transactions: Vec<i64> = statements.iter().map(|s| s.1).collect();
     transactions.dedup();
     assert_eq!(transactions.len(), 8, "one transaction per batch");

@@ -1,6 +1,6 @@
 //! The SQL of the purge: the lock that lets one instance purge at a time,
-//! the estimate that picks a run's mode, and its batches: an index walk for
-//! ordinary rounds ([`index_walk`]), `ctid` ranges for a backlog
+//! the estimate that picks a run's mode, and its batches: `expires_at`
+//! windows for ordinary rounds ([`windows`]), `ctid` ranges for a backlog
 //! ([`range_walk`]), and the recorded events past their retention
 //! ([`events`]).
 //!
@@ -11,8 +11,8 @@
 //! on its way on it.
 
 mod events;
-mod index_walk;
 mod range_walk;
+mod windows;
 
 use std::time::Duration;
 
@@ -25,8 +25,8 @@ use super::limit::within_limit;
 use super::run_lock::RunLock;
 
 pub use events::DELETE_EVENTS_SQL;
-pub use index_walk::{Batch, DELETE_BATCH_LOCK_TIMEOUT_SQL, DELETE_BATCH_SQL, PurgeProgress};
 pub use range_walk::{DELETE_RANGE_LOCK_TIMEOUT_SQL, DELETE_RANGE_SKIP_LOCKED_SQL, RowLocks};
+pub use windows::{Batch, DEACTIVATED_SQL, DueSet, EXPIRED_SQL, Edge, SetSql};
 
 /// The purge's key for the one-`bigint` form of PostgreSQL's advisory locks
 /// ("SWPURGE" in ASCII). The webhook's locks use the two-`int4` form, whose
@@ -155,8 +155,11 @@ impl PurgeConnection {
     /// Releases the lock, and the connection goes back to the pool with the
     /// pool's own settings (see [`RunLock::unlock`]).
     pub async fn unlock(mut self) -> Result<(), sqlx::Error> {
-        self.execute("RESET statement_timeout; RESET lock_timeout")
-            .await?;
+        self.execute(
+            "RESET statement_timeout; RESET lock_timeout; RESET plan_cache_mode; \
+             RESET enable_seqscan",
+        )
+        .await?;
         let limit = self.limit();
         within_limit(limit, self.lock.unlock()).await
     }

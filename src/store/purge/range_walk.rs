@@ -27,6 +27,14 @@ pub enum RowLocks {
 impl RowLocks {
     /// How long a plain `DELETE` may wait for a row the app holds.
     pub const LOCK_TIMEOUT_MS: u32 = 20;
+
+    /// The connection's setting for this way.
+    pub(super) fn setting(self) -> String {
+        match self {
+            Self::SkipLocked => "RESET lock_timeout".into(),
+            Self::LockTimeout => format!("SET lock_timeout = {}", Self::LOCK_TIMEOUT_MS),
+        }
+    }
 }
 
 /// A range's due rows, each locked first and skipped when held.
@@ -59,13 +67,7 @@ impl PurgeConnection {
     /// Sets what [`RowLocks::LockTimeout`] needs on this connection (reset by
     /// `unlock`), for either walk.
     pub async fn prepare_row_locks(&mut self, row_locks: RowLocks) -> Result<(), sqlx::Error> {
-        match row_locks {
-            RowLocks::SkipLocked => self.execute("RESET lock_timeout").await,
-            RowLocks::LockTimeout => {
-                let set = format!("SET lock_timeout = {}", RowLocks::LOCK_TIMEOUT_MS);
-                self.execute(&set).await
-            }
-        }
+        self.execute(&row_locks.setting()).await
     }
 
     /// Deletes the due rows of pages `[first, end)` in a transaction of its

@@ -1,0 +1,167 @@
+//! An ordinary round's `expires_at` windows: ties at a window's edge, and
+//! more rows sharing one `expires_at` than a batch holds.
+
+use session_worker::purge::{Mode, Settings};
+use session_worker::store::RowLocks;
+use sqlx::PgPool;
+
+use crate::purge::*;
+
+/// `count` expired sessions `<prefix>-<n>` sharing one `expires_at`, `at`
+/// minutes after 2020-01-01.
+async fn add_tied(pool: &PgPool, prefix: &str, count: i32, at: i32) {
+    sqlx::query(
+        "INSERT INTO user_sessions (session_id, username, expires_at) \
+         SELECT $1 || '-' || i, 'tia', timestamp '2020-01-01' + make_interval(mins => $3) \
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(prefix)
+    .bind(count)
+    .bind(at)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Every DELETE statement on `user_sessions` logs how many rows it deleted.
+async fn log_deletes(pool: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE purge_statements (seq serial, deleted bigint); \
+         CREATE FUNCTION log_purge_statement() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO purge_statements (deleted) SELECT count(*) FROM gone; \
+              RETURN NULL; END $$; \
+         CREATE TRIGGER log_purge_statement AFTER DELETE ON user_sessions \
+           REFERENCING OLD TABLE AS gone \
+           FOR EACH STATEMENT EXECUTE FUNCTION log_purge_statement();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn deletes(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT deleted FROM purge_statements ORDER BY seq")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Rows sharing an `expires_at` at a window's edge go together in the next
+/// window: a window ends before the value a batch further, so no statement
+/// deletes more than a batch, and every due row goes. Either way of keeping
+/// off held rows.
+#[sqlx::test]
+async fn ties_at_a_windows_edge_go_together_in_the_next(pool: PgPool) {
+    log_deletes(&pool).await;
+    for row_locks in [RowLocks::LockTimeout, RowLocks::SkipLocked] {
+        add_tied(&pool, "a", 3, 1).await;
+        add_tied(&pool, "b", 4, 2).await;
+        add_tied(&pool, "c", 4, 3).await;
+        add_tied(&pool, "d", 2, 4).await;
+        add_sessions(&pool, "kept", 2, 60, true).await;
+        let settings = Settings {
+            row_locks,
+            ..settings(5, Mode::Ordinary)
+        };
+
+        let report = purge_with(&pool, &settings).await;
+
+        // A batch of 5 from the start ends before `b` (the sixth row): the
+        // three `a`; then the four `b`, the four `c`, and the two `d` left.
+        assert_eq!(deletes(&pool).await, [3, 4, 4, 2], "{row_locks:?}");
+        assert_eq!((report.purged, report.batches), (13, 4), "{row_locks:?}");
+        assert_eq!(session_ids(&pool).await, ["kept-1", "kept-2"]);
+        sqlx::raw_sql("DELETE FROM user_sessions; TRUNCATE purge_statements")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// More rows sharing one `expires_at` than a batch holds go a batch at a
+/// time, around a row of them that the app holds, which survives the run;
+/// the rows after them go as well.
+#[sqlx::test]
+async fn a_tie_bigger_than_a_batch_goes_a_batch_at_a_time_around_a_held_row(pool: PgPool) {
+    log_deletes(&pool).await;
+    for row_locks in [RowLocks::LockTimeout, RowLocks::SkipLocked] {
+        add_tied(&pool, "tie", 12, 1).await;
+        add_tied(&pool, "after", 3, 2).await;
+        let mut app = pool.begin().await.unwrap();
+        sqlx::query("UPDATE user_sessions SET session_data = '{}' WHERE session_id = 'tie-7'")
+            .execute(&mut *app)
+            .await
+            .unwrap();
+        let settings = Settings {
+            row_locks,
+            ..settings(5, Mode::Ordinary)
+        };
+
+        let report = purge_with(&instance(&pool, 2), &settings).await;
+
+        // Two batches of the tie; then the held row, the one left free and
+        // the three after it are fewer than a batch: the last window.
+        assert_eq!(deletes(&pool).await, [5, 5, 4], "{row_locks:?}");
+        assert_eq!(report.purged, 14, "{row_locks:?}");
+        assert_eq!(session_ids(&pool).await, ["tie-7"], "{row_locks:?}");
+        app.commit().await.unwrap();
+        sqlx::raw_sql("DELETE FROM user_sessions; TRUNCATE purge_statements")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// Sequential scans of `user_sessions` so far, and rows deleted from it, as
+/// the server's statistics have them.
+async fn table_stats(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT seq_scan, n_tup_del FROM pg_stat_user_tables WHERE relid = 'user_sessions'::regclass",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Statistics gone stale (most expired rows deleted since the last ANALYZE,
+/// as right after a backlog purge) make a window of a few rows look like
+/// half the table, which the planner would read whole; the purge's windows
+/// go through the index all the same.
+#[sqlx::test]
+async fn stale_statistics_do_not_turn_a_window_into_a_table_scan(pool: PgPool) {
+    // 20,000 expired rows and as many live ones, analyzed; then all but 40
+    // of the expired ones deleted, spread over their whole range. On a
+    // connection of its own, closed before counting: a backend writes its
+    // statistics when it exits, at the latest.
+    let setup = instance(&pool, 1);
+    sqlx::raw_sql(
+        "ALTER TABLE user_sessions SET (autovacuum_enabled = false); \
+         INSERT INTO user_sessions (session_id, username, expires_at) \
+         SELECT 's-' || i, 'sam', CASE WHEN i % 2 = 0 \
+                THEN timestamp '2020-01-01' + make_interval(mins => i) \
+                ELSE timestamp '2099-01-01' + make_interval(mins => i) END \
+         FROM generate_series(1, 40000) AS i; \
+         ANALYZE user_sessions; \
+         DELETE FROM user_sessions WHERE expires_at < '2030-01-01' AND id % 1000 <> 0;",
+    )
+    .execute(&setup)
+    .await
+    .unwrap();
+    setup.close().await;
+    wait_until("the setup's statistics are in", async || {
+        table_stats(&pool).await.1 == 19_960
+    })
+    .await;
+    let (scans, _) = table_stats(&pool).await;
+
+    let purger = instance(&pool, 1);
+    let report = purge_with(&purger, &settings(5000, Mode::Ordinary)).await;
+    purger.close().await;
+
+    assert_eq!(report.purged, 40);
+    wait_until("the purge's statistics are in", async || {
+        table_stats(&pool).await.1 == 20_000
+    })
+    .await;
+    assert_eq!(table_stats(&pool).await.0, scans, "a sequential scan");
+}
