@@ -20,6 +20,10 @@
 # purge lasts about half a second, so at 200 updates a second its p99 was the
 # second-slowest of about 100 updates, and one hiccup decided a run. At 1000
 # a second each purge's window holds about 500 (the tables print how many).
+# Their p99 is compared both with the run's idle phase (measured first) and
+# with the 1.5 s of updates just before that purge began ("before": the same
+# database at the same moment), and the variants' order turns each run, so
+# that none is always measured later than the others.
 #
 # What each time includes: the purge's is the one it prints (`purged N
 # sessions in M ms`): from taking its lock to releasing it (the lock, the
@@ -205,7 +209,8 @@ for run in $(seq 1 "$repeat"); do
     start_updates bench_delete "delete$run" 600
     measure_delete bench_delete "delete$run"
     stop_updates
-    for variant in $variants; do
+    order=$(echo "$variants" | awk -v k="$((run - 1))" '{ for (i = 0; i < NF; i++) printf "%s ", $((i + k) % NF + 1) }')
+    for variant in $order; do
         say "run $run/$repeat: purge $variant"
         copy_of bench_half bench_purge
         start_updates bench_purge "$variant$run" 600
@@ -261,6 +266,28 @@ def latencies(prefix, window, script=None):
                 found.append(int(f[2]) / 1000)
     return sorted(found)
 
+def timed(prefix, window):
+    """(completion time, latency ms) of the updates finished in the window."""
+    lo, hi = map(float, window.split(","))
+    found = []
+    for path in glob.glob(f"{work}/{prefix}.*"):
+        if path.endswith(".out") or path.endswith(".log"):
+            continue
+        for line in open(path):
+            f = line.split()
+            if len(f) < 6:
+                continue
+            done = int(f[4]) + int(f[5]) / 1e6
+            if lo <= done <= hi:
+                found.append((done, int(f[2]) / 1000))
+    return sorted(found)
+
+def p99_before(prefix, window):
+    """The p99 of the updates that finished in the 1.5 s before the purge began:
+    the same database, the same moment of the run, the same updates."""
+    lo = float(window.split(",")[0])
+    return pct([latency for _, latency in timed(prefix, f"{lo - 1.5},{lo}")], 0.99)
+
 def pct(values, q):
     return values[int(q * (len(values) - 1))] if values else float("nan")
 
@@ -279,17 +306,20 @@ print(f"load after:  {open(work + '/load.after').read().strip()}")
 print()
 print("Half expired, updates running. Per variant, the median over the runs of: the purge's time, its ratio")
 print("to the DELETE of the same run, its longest statement (and the longest of all runs), how many updates")
-print("finished during it, their p99 and its ratio to the same run's idle p99. Per-run figures follow.")
+print("finished during it, their p99 and its ratio to the same run's idle p99: of the whole idle phase, and")
+print("(p99/before) of the 1.5 s of updates just before the purge began. Per-run figures follow.")
 print()
-print("| variant | purge ms | purge/DELETE | statements | longest statement ms | longest of all runs ms | updates | p99 ms | p99/idle |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| variant | purge ms | purge/DELETE | statements | longest statement ms | longest of all runs ms | updates | p99 ms | p99/idle | p99/before |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 idle = {r: pct(latencies(f"idle{r}", runs[f"idle{r}"]["window"]), 0.99) for r in range(1, repeat + 1)}
 delete = {r: float(runs[f"delete{r}"]["delete_ms"]) for r in range(1, repeat + 1)}
 delete_lat = {r: latencies(f"delete{r}", runs[f"delete{r}"]["window"]) for r in range(1, repeat + 1)}
 delete_p99 = {r: pct(delete_lat[r], 0.99) for r in range(1, repeat + 1)}
+delete_before = {r: delete_p99[r] / p99_before(f"delete{r}", runs[f"delete{r}"]["window"]) for r in idle}
 print(f"| single DELETE | {med(delete.values()):.0f} | 1.00x | 1 | {med(delete.values()):.0f} | {max(delete.values()):.0f}"
       f" | {med([len(l) for l in delete_lat.values()]):.0f}"
-      f" | {med(delete_p99.values()):.2f} | {med([delete_p99[r] / idle[r] for r in idle]):.2f}x |")
+      f" | {med(delete_p99.values()):.2f} | {med([delete_p99[r] / idle[r] for r in idle]):.2f}x"
+      f" | {med(delete_before.values()):.2f}x |")
 longest_purge = (0.0, None)
 per_run = []
 for v in variants:
@@ -299,19 +329,21 @@ for v in variants:
         assert p["purged"] == runs[f"delete{r}"]["deleted"], (v, r, p, runs[f"delete{r}"])
         during = latencies(f"{v}{r}", p["window"])
         p99 = pct(during, 0.99)
+        before = p99_before(f"{v}{r}", p["window"])
         rows_v.append((int(p["purge_ms"]), int(p["purge_ms"]) / delete[r], int(p["batches"]),
-                       float(p["longest_ms"]), p99, p99 / idle[r], len(during)))
+                       float(p["longest_ms"]), p99, p99 / idle[r], len(during), p99 / before))
         longest_purge = max(longest_purge, (float(p["longest_ms"]), f"{v}, run {r}"))
         per_run.append(f"| {v} | {r} | {p['mode']} | {p['purge_ms']} | {delete[r]:.0f} | {rows_v[-1][1]:.2f}x"
-                       f" | {p['batches']} | {p['held']} | {p['longest_ms']} | {len(during)} | {idle[r]:.2f} | {p99:.2f} | {rows_v[-1][5]:.2f}x |")
-    m = [med([x[k] for x in rows_v]) for k in range(7)]
+                       f" | {p['batches']} | {p['held']} | {p['longest_ms']} | {len(during)} | {idle[r]:.2f} | {before:.2f} | {p99:.2f}"
+                       f" | {rows_v[-1][5]:.2f}x | {rows_v[-1][7]:.2f}x |")
+    m = [med([x[k] for x in rows_v]) for k in range(8)]
     print(f"| {v} | {m[0]:.0f} | {m[1]:.2f}x | {m[2]:.0f} | {m[3]:.1f} | {max(x[3] for x in rows_v):.1f}"
-          f" | {m[6]:.0f} | {m[4]:.2f} | {m[5]:.2f}x |")
+          f" | {m[6]:.0f} | {m[4]:.2f} | {m[5]:.2f}x | {m[7]:.2f}x |")
 print()
 print(f"The longest statement of any purge, any variant, any run: {longest_purge[0]:.1f} ms ({longest_purge[1]}).")
 print()
-print("| variant | run | mode | purge ms | DELETE ms | purge/DELETE | statements | held | longest ms | updates | p99 idle ms | p99 purge ms | p99/idle |")
-print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| variant | run | mode | purge ms | DELETE ms | purge/DELETE | statements | held | longest ms | updates | p99 idle ms | p99 before ms | p99 purge ms | p99/idle | p99/before |")
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 print("\n".join(per_run))
 if after == "1":
     print()
