@@ -165,3 +165,37 @@ async fn stale_statistics_do_not_turn_a_window_into_a_table_scan(pool: PgPool) {
     .await;
     assert_eq!(table_stats(&pool).await.0, scans, "a sequential scan");
 }
+
+/// `-infinity`, `infinity` and years past chrono's: due rows with them go,
+/// and nothing panics decoding a window's edge (`-infinity` did), in either
+/// mode.
+#[sqlx::test]
+async fn expires_at_beyond_any_date_neither_stops_the_purge_nor_stays(pool: PgPool) {
+    for mode in [Mode::Ordinary, Mode::Backlog] {
+        sqlx::raw_sql(
+            "INSERT INTO user_sessions (session_id, username, expires_at, is_active) VALUES \
+               ('minus-infinity', 'x', '-infinity', true), \
+               ('expired', 'x', timestamp '2020-01-01', true), \
+               ('ended-far', 'x', timestamp '290000-01-01', false), \
+               ('ended-infinity', 'x', 'infinity', false), \
+               ('kept-far', 'x', timestamp '290000-01-01', true), \
+               ('kept-infinity', 'x', 'infinity', true)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        let report = purge_with(&pool, &settings(5, mode)).await;
+
+        assert_eq!(report.purged, 4, "{mode:?}");
+        assert_eq!(
+            session_ids(&pool).await,
+            ["kept-far", "kept-infinity"],
+            "{mode:?}"
+        );
+        sqlx::raw_sql("DELETE FROM user_sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}

@@ -25,6 +25,17 @@ pub enum DueSet {
     Deactivated,
 }
 
+/// `expires_at` within chrono's years. A walk that meets a clamped value
+/// still deletes the row: the first window of a set has no lower bound and
+/// the last no upper one. (More rows than a batch sharing one such value
+/// would be a tie at the clamped value, which holds none of them: they
+/// would stay.)
+macro_rules! clamped {
+    () => {
+        "GREATEST(LEAST(expires_at, '200000-01-01'::timestamp), '4713-01-01 BC'::timestamp)"
+    };
+}
+
 /// The statements of one set, `$2` the cutoff (UTC) in each.
 macro_rules! set_sql {
     ($set:literal) => {
@@ -36,11 +47,19 @@ macro_rules! set_sql {
             // index-only scan: no heap page once vacuum has marked them
             // visible). Without the `ORDER BY`, the planner may read every
             // due row and sort them.
+            //
+            // Each value comes back clamped into what chrono can hold
+            // (`CLAMPED`): decoding `-infinity`, `infinity` or a year past
+            // 262,143 would panic, and the purge with it.
             edge: concat!(
-                "SELECT (SELECT expires_at FROM user_sessions WHERE ",
+                "SELECT (SELECT ",
+                clamped!(),
+                " FROM user_sessions WHERE ",
                 $set,
                 " AND expires_at >= COALESCE($1, '-infinity') ORDER BY expires_at LIMIT 1),
-       (SELECT expires_at FROM user_sessions WHERE ",
+       (SELECT ",
+                clamped!(),
+                " FROM user_sessions WHERE ",
                 $set,
                 " AND expires_at >= COALESCE($1, '-infinity') ORDER BY expires_at OFFSET $3 LIMIT 1)"
             ),
