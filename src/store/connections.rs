@@ -41,7 +41,7 @@ const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// sqlx's defaults for its pool.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+pub(super) const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// How often idle connections are looked at, at most.
 const REAP_EVERY: Duration = Duration::from_secs(30);
 /// A polite close (the Terminate message) to a server that no longer

@@ -15,9 +15,11 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use std::collections::HashMap;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+use super::CHECK_AFTER_IDLE;
+use super::connections::{IDLE_TIMEOUT, MAX_LIFETIME, connection_lost};
 use super::limit;
 use super::sessions::SessionRow;
 use crate::sessions::metrics::{ReadWaiting, read_batch};
@@ -134,15 +136,22 @@ async fn read(mut reader: Reader, mut arrivals: mpsc::Receiver<Lookup>) {
     }
 }
 
-/// The reader's connection, its own (not a pool's): nothing to acquire,
-/// check or give back per batch.
+/// The reader's connection, its own (not a pool's): nothing to acquire or
+/// give back per batch. It is looked after as a pool would: checked after
+/// being idle, replaced when old, closed after a failure.
 struct Reader {
     options: PgConnectOptions,
     /// Opened by the first batch that needs it; closed after any failure
     /// but the server's refusal of a statement, so that a connection whose
     /// call ran out of time (its server may still answer that call later)
-    /// is never read again.
-    connection: Option<PgConnection>,
+    /// or that the server ended is never read again.
+    connection: Option<Open>,
+}
+
+struct Open {
+    connection: PgConnection,
+    opened: Instant,
+    used: Instant,
 }
 
 impl Reader {
@@ -158,12 +167,26 @@ impl Reader {
             // A statement refused for what one id holds (a data exception)
             // would fail every read of the batch: each is read alone, so
             // that only its own fails. (The handlers refuse the ids they
-            // know to be impossible before they get here.)
+            // know to be impossible before they get here.) Once one fails
+            // for another reason, the rest fail with it rather than each
+            // waiting its own limit on a database gone silent.
             Err(sqlx::Error::Database(error))
                 if batch.len() > 1 && error.code().is_some_and(|code| code.starts_with("22")) =>
             {
+                let mut failed = None;
                 for lookup in batch {
-                    let found = self.query(std::slice::from_ref(&lookup)).await;
+                    if lookup.answer.is_closed() {
+                        continue;
+                    }
+                    let found = match &failed {
+                        Some(error) => Err(copy_of(error)),
+                        None => self.query(std::slice::from_ref(&lookup)).await,
+                    };
+                    if let Err(error) = &found
+                        && !matches!(error, sqlx::Error::Database(_))
+                    {
+                        failed = Some(copy_of(error));
+                    }
                     deliver(vec![lookup], found);
                 }
             }
@@ -171,29 +194,72 @@ impl Reader {
         }
     }
 
-    /// One statement for the batch's ids, within [`READ_LIMIT`].
+    /// One statement for the batch's ids, within [`READ_LIMIT`] (a check of
+    /// the connection, a new one, and one more try included).
     async fn query(&mut self, batch: &[Lookup]) -> Result<Vec<SessionRow>, sqlx::Error> {
         let ids: Vec<&str> = batch.iter().map(|l| l.session_id.as_str()).collect();
         read_batch(ids.len());
-        let found = limit::within_limit(READ_LIMIT, async {
-            let connection = match &mut self.connection {
-                Some(connection) => connection,
-                None => self
-                    .connection
-                    .insert(PgConnection::connect_with(&self.options).await?),
-            };
-            sqlx::query_as(LOAD_MANY)
-                .bind(&ids)
-                .fetch_all(connection)
-                .await
-        })
-        .await;
+        let found = limit::within_limit(READ_LIMIT, self.fetch_retrying(&ids)).await;
         if let Err(error) = &found
-            && !matches!(error, sqlx::Error::Database(_))
+            && (connection_lost(error) || !matches!(error, sqlx::Error::Database(_)))
         {
             self.connection = None;
         }
         found
+    }
+
+    /// A connection used a moment ago is taken unchecked (a check per
+    /// batch would double its round trips); one the server has ended since
+    /// fails at once, and the batch goes again on a new one.
+    async fn fetch_retrying(&mut self, ids: &[&str]) -> Result<Vec<SessionRow>, sqlx::Error> {
+        let unchecked = self.ready().await?;
+        match self.fetch(ids).await {
+            Err(error) if unchecked && connection_lost(&error) => {
+                self.connection = None;
+                self.ready().await?;
+                self.fetch(ids).await
+            }
+            found => found,
+        }
+    }
+
+    /// Makes sure there is a connection to use: the one there is, unless
+    /// it is past its life ([`MAX_LIFETIME`]) or was idle past
+    /// [`IDLE_TIMEOUT`]; checked with a ping when idle past
+    /// [`CHECK_AFTER_IDLE`] (a restart, a failover or the server's
+    /// `idle_session_timeout` may have ended it); else a new one. Answers
+    /// whether it is a used connection taken unchecked.
+    async fn ready(&mut self) -> Result<bool, sqlx::Error> {
+        if let Some(open) = &mut self.connection {
+            let idle = open.used.elapsed();
+            if open.opened.elapsed() < MAX_LIFETIME && idle < IDLE_TIMEOUT {
+                if idle < CHECK_AFTER_IDLE {
+                    return Ok(true);
+                }
+                if open.connection.ping().await.is_ok() {
+                    return Ok(false);
+                }
+            }
+        }
+        self.connection = None;
+        let connection = PgConnection::connect_with(&self.options).await?;
+        let now = Instant::now();
+        self.connection = Some(Open {
+            connection,
+            opened: now,
+            used: now,
+        });
+        Ok(false)
+    }
+
+    async fn fetch(&mut self, ids: &[&str]) -> Result<Vec<SessionRow>, sqlx::Error> {
+        let open = self.connection.as_mut().expect("ready() opened one");
+        let rows = sqlx::query_as(LOAD_MANY)
+            .bind(ids)
+            .fetch_all(&mut open.connection)
+            .await?;
+        open.used = Instant::now();
+        Ok(rows)
     }
 }
 
@@ -222,6 +288,12 @@ fn deliver(batch: Vec<Lookup>, found: Result<Vec<SessionRow>, sqlx::Error>) {
 /// handler answers by), the same text.
 fn copy_of(error: &sqlx::Error) -> sqlx::Error {
     match error {
+        // A connection the server ended answers as one cut (503), not as
+        // a failed statement (500).
+        sqlx::Error::Database(_) if connection_lost(error) => sqlx::Error::Io(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            error.to_string(),
+        )),
         sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
         sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
         sqlx::Error::Io(io) => sqlx::Error::Io(io::Error::new(io.kind(), io.to_string())),

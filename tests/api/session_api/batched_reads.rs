@@ -185,3 +185,35 @@ async fn a_read_on_a_silent_database_fails_within_its_limit_and_the_next_one_rec
     let row = sessions.load("live-0").await.unwrap().unwrap();
     assert_eq!(row.username, "alice");
 }
+
+/// Ends the reader's session from the server's side, as a restart, a
+/// failover or `idle_session_timeout` would; answers how many it ended.
+async fn end_the_readers_session(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'session-worker' \
+           AND query LIKE '%= ANY($1)%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test]
+async fn a_read_after_the_server_ended_the_readers_session_still_answers(pool: PgPool) {
+    add_session(&pool, "live-0", "alice", Some("{}"), 60, true).await;
+    let sessions = SessionStore::new(store::pool_with((*pool.connect_options()).clone(), 2));
+    assert!(sessions.load("live-0").await.unwrap().is_some());
+
+    // Used a moment ago, so taken unchecked: the read fails on it and goes
+    // again on a new connection.
+    assert_eq!(end_the_readers_session(&pool).await, 1);
+    let row = sessions.load("live-0").await.unwrap().unwrap();
+    assert_eq!(row.username, "alice");
+
+    // Idle for a while, so checked first and replaced.
+    assert_eq!(end_the_readers_session(&pool).await, 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let row = sessions.load("live-0").await.unwrap().unwrap();
+    assert_eq!(row.username, "alice");
+}
