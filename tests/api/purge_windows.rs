@@ -125,8 +125,8 @@ async fn table_stats(pool: &PgPool) -> (i64, i64) {
 
 /// Statistics gone stale (most expired rows deleted since the last ANALYZE,
 /// as right after a backlog purge) make a window of a few rows look like
-/// half the table, which the planner would read whole; the purge's windows
-/// go through the index all the same.
+/// half the table, which a plan made for the batch's values reads whole; the
+/// purge's windows (generic plans) go through the index all the same.
 #[sqlx::test]
 async fn stale_statistics_do_not_turn_a_window_into_a_table_scan(pool: PgPool) {
     // 20,000 expired rows and as many live ones, analyzed; then all but 40

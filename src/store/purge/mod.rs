@@ -155,11 +155,8 @@ impl PurgeConnection {
     /// Releases the lock, and the connection goes back to the pool with the
     /// pool's own settings (see [`RunLock::unlock`]).
     pub async fn unlock(mut self) -> Result<(), sqlx::Error> {
-        self.execute(
-            "RESET statement_timeout; RESET lock_timeout; RESET plan_cache_mode; \
-             RESET enable_seqscan",
-        )
-        .await?;
+        self.execute("RESET statement_timeout; RESET lock_timeout; RESET plan_cache_mode")
+            .await?;
         let limit = self.limit();
         within_limit(limit, self.lock.unlock()).await
     }

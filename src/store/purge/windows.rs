@@ -147,20 +147,20 @@ pub struct Batch {
 impl PurgeConnection {
     /// Sets what a window walk needs on this connection (reset by `unlock`),
     /// in one round trip: `row_locks`' setting (see
-    /// [`PurgeConnection::prepare_row_locks`]); generic plans, and no
-    /// sequential scans.
+    /// [`PurgeConnection::prepare_row_locks`]), and generic plans.
     ///
     /// - A custom plan, made for each batch's values, cost 1 to 2 ms a
     ///   statement (the planner looks for the index's actual lowest value,
     ///   stepping over the entries of the rows the last windows deleted):
     ///   a tenth of a 1% round. A generic plan is made once per statement
     ///   and connection (tests check that it goes through the index).
-    /// - Statistics gone stale (most expired rows deleted since the last
-    ///   ANALYZE, as right after a backlog purge) can make a window of a
-    ///   batch look like half the table, which the planner then reads whole.
+    /// - A generic plan does not lean on what the statistics say of the
+    ///   batch's values: gone stale (most expired rows deleted since the
+    ///   last ANALYZE, as right after a backlog purge), they made a custom
+    ///   plan read a window of a few rows as a scan of the whole table.
     pub async fn prepare_windows(&mut self, row_locks: RowLocks) -> Result<(), sqlx::Error> {
         let set = format!(
-            "{}; SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off",
+            "{}; SET plan_cache_mode = force_generic_plan",
             row_locks.setting()
         );
         self.execute(&set).await
