@@ -23,6 +23,13 @@ use crate::store::{DueSet, RowLocks, is_statement_timeout};
 /// measured, towards the target time.
 pub const FIRST_BATCH_ROWS: u32 = 2000;
 
+/// How many times in a row one window is done again because it deleted
+/// fewer rows than it locked (a row moved under it). Past it the walk goes
+/// on and leaves the rest to the next round: something that keeps rows
+/// from going (an app's `BEFORE DELETE` trigger that returns NULL, a rule,
+/// a row updated without a pause) must not hold the purge's lock for ever.
+const REDOS_AT_MOST: u32 = 3;
+
 /// What a walk does next, from the edge of its next window.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
@@ -84,6 +91,7 @@ impl Run<'_> {
     ) -> Result<u32, sqlx::Error> {
         let row_locks = self.settings.row_locks;
         let mut from = None;
+        let mut redone = 0;
         while !self.stopping() {
             let started = Instant::now();
             let result = async {
@@ -129,13 +137,19 @@ impl Run<'_> {
             // A row locked but not deleted moved under the statement: the
             // same window again takes it. A tie that filled its batch may
             // hold more.
-            let moved = batch.deleted < batch.found;
+            let short = batch.deleted < batch.found;
+            let given_up = short && redone >= REDOS_AT_MOST;
+            if given_up {
+                tracing::debug!("rows of a window keep staying: left for the next round");
+            }
+            let moved = short && !given_up;
+            redone = if moved { redone + 1 } else { 0 };
             match step {
                 Step::Window { then, .. } if !moved => match then {
                     Some(then) => from = Some(then),
                     None => return Ok(rows),
                 },
-                Step::Tie(at) if !moved && batch.found < u64::from(rows) => {
+                Step::Tie(at) if !moved && (batch.found < u64::from(rows) || given_up) => {
                     from = Some(at + TimeDelta::microseconds(1));
                 }
                 _ => {}

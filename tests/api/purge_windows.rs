@@ -199,3 +199,49 @@ async fn expires_at_beyond_any_date_neither_stops_the_purge_nor_stays(pool: PgPo
             .unwrap();
     }
 }
+
+/// A row that something keeps from going (here an app's `BEFORE DELETE`
+/// trigger that returns NULL) makes a window delete fewer rows than it
+/// locked, which is also what a row that moved does; the window is done
+/// again a few times, then the walk goes on: the run ends, the rest go.
+#[sqlx::test]
+async fn a_row_that_never_goes_does_not_hold_the_purge_for_ever(pool: PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION keep_one() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN IF OLD.session_id = 'stays' THEN RETURN NULL; END IF; RETURN OLD; END $$; \
+         CREATE TRIGGER keep_one BEFORE DELETE ON user_sessions \
+           FOR EACH ROW EXECUTE FUNCTION keep_one();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for row_locks in [RowLocks::LockTimeout, RowLocks::SkipLocked] {
+        add_tied(&pool, "t", 8, 1).await;
+        sqlx::query(
+            "INSERT INTO user_sessions (session_id, username, expires_at) \
+             VALUES ('stays', 'tia', timestamp '2020-01-01' + interval '1 minute')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        add_tied(&pool, "u", 3, 2).await;
+        let settings = Settings {
+            row_locks,
+            ..settings(5, Mode::Ordinary)
+        };
+
+        let report = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            purge_with(&pool, &settings),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{row_locks:?}: the purge never ended"));
+
+        assert_eq!(report.purged, 11, "{row_locks:?}");
+        assert_eq!(session_ids(&pool).await, ["stays"], "{row_locks:?}");
+        sqlx::raw_sql("ALTER TABLE user_sessions DISABLE TRIGGER keep_one; DELETE FROM user_sessions; ALTER TABLE user_sessions ENABLE TRIGGER keep_one")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
