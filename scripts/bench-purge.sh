@@ -13,8 +13,10 @@
 # BENCH_PACES (pause ratios of the curve, "0.25 0.5 1"), BENCH_AFTER_SECS (5),
 # BENCH_BIN (the binary to measure; unset, a release build); for a quicker
 # look, BENCH_VARIANTS (the half-expired variants, default all of them),
-# BENCH_STEADY (the 1% variants, "ordinary ordinaryskiplocked backlog auto")
-# and BENCH_AFTER=0 (skips "after the purge").
+# BENCH_STEADY (the 1% variants, "ordinary ordinaryskiplocked backlog auto"),
+# BENCH_AFTER=0 (skips "after the purge") and BENCH_CONTROLS (the runs
+# without a purge that show what any busy backend does to the updates' p99,
+# "busy scan"; empty skips them).
 #
 # The update rate is what makes the p99 during a purge a measure: a backlog
 # purge lasts about half a second, so at 200 updates a second its p99 was the
@@ -51,6 +53,7 @@ paces=${BENCH_PACES:-0.25 0.5 1}
 after=${BENCH_AFTER:-1}
 steady=${BENCH_STEADY:-ordinary ordinaryskiplocked backlog auto}
 after_secs=${BENCH_AFTER_SECS:-5}
+controls=${BENCH_CONTROLS-busy scan}
 [ -n "${PG_BINDIR:-}" ] && PATH="$PG_BINDIR:$PATH"
 bin=${BENCH_BIN:-target/release/session-worker}
 server=${DATABASE_URL%/*}
@@ -151,6 +154,32 @@ print(f"{tag} purge_ms={ms} purged={purged} mode={mode} batches={len(batches)} h
 PY
 }
 
+# Controls (no purge): how much any busy backend raises the updates' p99 on
+# this machine. "busy" spins one backend on the CPU for 1 s and touches no
+# table; "scan" reads the whole table 5 times (a count by expires_at with
+# no index and no parallel workers: one backend, as the purge), which
+# writes nothing and holds no row.
+measure_control() {
+    local db=$1 tag=$2 kind=$3 t0 t1 statement
+    case $kind in
+    busy) statement="DO \$\$ DECLARE t timestamptz := clock_timestamp(); BEGIN
+              WHILE clock_timestamp() < t + interval '1 s' LOOP END LOOP; END \$\$" ;;
+    scan) statement="SET enable_indexscan = off; SET enable_bitmapscan = off;
+              SET max_parallel_workers_per_gather = 0;
+              SELECT count(*) FROM user_sessions WHERE expires_at < now();
+              SELECT count(*) FROM user_sessions WHERE expires_at < now();
+              SELECT count(*) FROM user_sessions WHERE expires_at < now();
+              SELECT count(*) FROM user_sessions WHERE expires_at < now();
+              SELECT count(*) FROM user_sessions WHERE expires_at < now()" ;;
+    esac
+    sleep 2
+    t0=$(now)
+    sql "$db" -c "$statement" >/dev/null
+    t1=$(now)
+    sleep 1
+    record "$tag control_ms=$(python3 -c "print(round(($t1 - $t0) * 1000))") window=$t0,$t1"
+}
+
 # The webhook's update and the app's read for $3 seconds on db $1, with
 # nothing else running; latencies go to $2.
 measure_reads() {
@@ -219,6 +248,13 @@ for run in $(seq 1 "$repeat"); do
         stop_updates
     done
 
+    for control in $controls; do
+        say "run $run/$repeat: control $control (no purge)"
+        start_updates bench_purge "control$control$run" 600
+        measure_control bench_purge "control$control$run" "$control"
+        stop_updates
+    done
+
     if [ "$after" = 1 ]; then
         say "run $run/$repeat: after the purge (default settings), then after a VACUUM"
         copy_of bench_half bench_purge
@@ -244,9 +280,9 @@ uptime >"$work/load.after"
 sql postgres -c "DROP DATABASE bench_purge" -c "DROP DATABASE bench_delete" \
     -c "DROP DATABASE bench_half" -c "DROP DATABASE bench_steady"
 
-python3 - "$work" "$results" "$rows" "$rate" "$batch_size" "$variants" "$steady" "$after" <<'PY'
+python3 - "$work" "$results" "$rows" "$rate" "$batch_size" "$variants" "$steady" "$after" "$controls" <<'PY'
 import glob, statistics, sys
-work, results, rows, rate, batch_size, variants, steady, after = sys.argv[1:]
+work, results, rows, rate, batch_size, variants, steady, after, controls = sys.argv[1:]
 variants = variants.split()
 
 def latencies(prefix, window, script=None):
@@ -339,6 +375,17 @@ for v in variants:
     m = [med([x[k] for x in rows_v]) for k in range(8)]
     print(f"| {v} | {m[0]:.0f} | {m[1]:.2f}x | {m[2]:.0f} | {m[3]:.1f} | {max(x[3] for x in rows_v):.1f}"
           f" | {m[6]:.0f} | {m[4]:.2f} | {m[5]:.2f}x | {m[7]:.2f}x |")
+for c in controls.split():
+    got = []
+    for r in range(1, repeat + 1):
+        p = runs[f"control{c}{r}"]
+        during = latencies(f"control{c}{r}", p["window"])
+        got.append((int(p["control_ms"]), len(during), pct(during, 0.99), pct(during, 0.99) / idle[r],
+                    pct(during, 0.99) / p99_before(f"control{c}{r}", p["window"])))
+        per_run.append(f"| control {c} | {r} | | {p['control_ms']} | {delete[r]:.0f} | | | | | {got[-1][1]}"
+                       f" | {idle[r]:.2f} | {got[-1][2] / got[-1][4]:.2f} | {got[-1][2]:.2f} | {got[-1][3]:.2f}x | {got[-1][4]:.2f}x |")
+    m = [med([x[k] for x in got]) for k in range(5)]
+    print(f"| control, no purge: {c} | {m[0]:.0f} | | | | | {m[1]:.0f} | {m[2]:.2f} | {m[3]:.2f}x | {m[4]:.2f}x |")
 print()
 print(f"The longest statement of any purge, any variant, any run: {longest_purge[0]:.1f} ms ({longest_purge[1]}).")
 print()
