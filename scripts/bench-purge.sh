@@ -285,7 +285,9 @@ import glob, statistics, sys
 work, results, rows, rate, batch_size, variants, steady, after, controls = sys.argv[1:]
 variants = variants.split()
 
-def latencies(prefix, window, script=None):
+def timed(prefix, window, script=None):
+    """(completion time, latency ms) of the transactions of pgbench's log
+    `prefix` that finished in the window (of `script` only, when given)."""
     lo, hi = map(float, window.split(","))
     found = []
     for path in glob.glob(f"{work}/{prefix}.*"):
@@ -299,24 +301,12 @@ def latencies(prefix, window, script=None):
                 continue
             done = int(f[4]) + int(f[5]) / 1e6
             if lo <= done <= hi:
-                found.append(int(f[2]) / 1000)
-    return sorted(found)
-
-def timed(prefix, window):
-    """(completion time, latency ms) of the updates finished in the window."""
-    lo, hi = map(float, window.split(","))
-    found = []
-    for path in glob.glob(f"{work}/{prefix}.*"):
-        if path.endswith(".out") or path.endswith(".log"):
-            continue
-        for line in open(path):
-            f = line.split()
-            if len(f) < 6:
-                continue
-            done = int(f[4]) + int(f[5]) / 1e6
-            if lo <= done <= hi:
                 found.append((done, int(f[2]) / 1000))
     return sorted(found)
+
+def latencies(prefix, window, script=None):
+    """The latencies (ms) of `timed`, sorted."""
+    return sorted(latency for _, latency in timed(prefix, window, script))
 
 def p99_before(prefix, window):
     """The p99 of the updates that finished in the 1.5 s before the purge began:

@@ -99,6 +99,36 @@ pub async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Logs each DELETE statement on `user_sessions` (how many rows it deleted)
+/// into `purge_statements`.
+pub async fn log_statements(pool: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE purge_statements (seq serial, deleted bigint); \
+         CREATE FUNCTION log_purge_statement() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO purge_statements (deleted) SELECT count(*) FROM gone; \
+              RETURN NULL; END $$; \
+         CREATE TRIGGER log_purge_statement AFTER DELETE ON user_sessions \
+           REFERENCING OLD TABLE AS gone \
+           FOR EACH STATEMENT EXECUTE FUNCTION log_purge_statement();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// What each logged statement deleted, in order; empties the log.
+pub async fn logged_statements(pool: &PgPool) -> Vec<i64> {
+    let deleted = sqlx::query_scalar("SELECT deleted FROM purge_statements ORDER BY seq")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    sqlx::query("TRUNCATE purge_statements")
+        .execute(pool)
+        .await
+        .unwrap();
+    deleted
+}
+
 /// Every DELETE on `user_sessions` waits while the test holds the gate: a
 /// statement trigger that sleeps until the gate opens. A sleep, not a lock
 /// wait: the purge's `lock_timeout` would cut a lock wait short.

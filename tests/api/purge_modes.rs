@@ -293,36 +293,6 @@ async fn a_backlog_range_is_a_tid_range_scan(pool: PgPool) {
     }
 }
 
-/// Logs each DELETE statement on `user_sessions` (how many rows it deleted)
-/// into `purge_statements`.
-async fn log_statements(pool: &PgPool) {
-    sqlx::raw_sql(
-        "CREATE TABLE purge_statements (seq serial, deleted bigint); \
-         CREATE FUNCTION log_purge_statement() RETURNS trigger LANGUAGE plpgsql AS \
-           $$ BEGIN INSERT INTO purge_statements (deleted) SELECT count(*) FROM gone; \
-              RETURN NULL; END $$; \
-         CREATE TRIGGER log_purge_statement AFTER DELETE ON user_sessions \
-           REFERENCING OLD TABLE AS gone \
-           FOR EACH STATEMENT EXECUTE FUNCTION log_purge_statement();",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-}
-
-/// What each logged statement deleted, in order; empties the log.
-async fn logged_statements(pool: &PgPool) -> Vec<i64> {
-    let deleted = sqlx::query_scalar("SELECT deleted FROM purge_statements ORDER BY seq")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    sqlx::query("TRUNCATE purge_statements")
-        .execute(pool)
-        .await
-        .unwrap();
-    deleted
-}
-
 /// An ordinary run starts with a statement of at most FIRST_BATCH_ROWS,
 /// whatever PURGE_BATCH_SIZE (a full batch of scattered rows took over
 /// 100 ms on the benchmark's machine), and grows from there.

@@ -23,36 +23,13 @@ async fn add_tied(pool: &PgPool, prefix: &str, count: i32, at: i32) {
     .unwrap();
 }
 
-/// Every DELETE statement on `user_sessions` logs how many rows it deleted.
-async fn log_deletes(pool: &PgPool) {
-    sqlx::raw_sql(
-        "CREATE TABLE purge_statements (seq serial, deleted bigint); \
-         CREATE FUNCTION log_purge_statement() RETURNS trigger LANGUAGE plpgsql AS \
-           $$ BEGIN INSERT INTO purge_statements (deleted) SELECT count(*) FROM gone; \
-              RETURN NULL; END $$; \
-         CREATE TRIGGER log_purge_statement AFTER DELETE ON user_sessions \
-           REFERENCING OLD TABLE AS gone \
-           FOR EACH STATEMENT EXECUTE FUNCTION log_purge_statement();",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-}
-
-async fn deletes(pool: &PgPool) -> Vec<i64> {
-    sqlx::query_scalar("SELECT deleted FROM purge_statements ORDER BY seq")
-        .fetch_all(pool)
-        .await
-        .unwrap()
-}
-
 /// Rows sharing an `expires_at` at a window's edge go together in the next
 /// window: a window ends before the value a batch further, so no statement
 /// deletes more than a batch, and every due row goes. Either way of keeping
 /// off held rows.
 #[sqlx::test]
 async fn ties_at_a_windows_edge_go_together_in_the_next(pool: PgPool) {
-    log_deletes(&pool).await;
+    log_statements(&pool).await;
     for row_locks in [RowLocks::LockTimeout, RowLocks::SkipLocked] {
         add_tied(&pool, "a", 3, 1).await;
         add_tied(&pool, "b", 4, 2).await;
@@ -68,7 +45,11 @@ async fn ties_at_a_windows_edge_go_together_in_the_next(pool: PgPool) {
 
         // A batch of 5 from the start ends before `b` (the sixth row): the
         // three `a`; then the four `b`, the four `c`, and the two `d` left.
-        assert_eq!(deletes(&pool).await, [3, 4, 4, 2], "{row_locks:?}");
+        assert_eq!(
+            logged_statements(&pool).await,
+            [3, 4, 4, 2],
+            "{row_locks:?}"
+        );
         assert_eq!((report.purged, report.batches), (13, 4), "{row_locks:?}");
         assert_eq!(session_ids(&pool).await, ["kept-1", "kept-2"]);
         sqlx::raw_sql("DELETE FROM user_sessions; TRUNCATE purge_statements")
@@ -83,7 +64,7 @@ async fn ties_at_a_windows_edge_go_together_in_the_next(pool: PgPool) {
 /// the rows after them go as well.
 #[sqlx::test]
 async fn a_tie_bigger_than_a_batch_goes_a_batch_at_a_time_around_a_held_row(pool: PgPool) {
-    log_deletes(&pool).await;
+    log_statements(&pool).await;
     for row_locks in [RowLocks::LockTimeout, RowLocks::SkipLocked] {
         add_tied(&pool, "tie", 12, 1).await;
         add_tied(&pool, "after", 3, 2).await;
@@ -101,7 +82,7 @@ async fn a_tie_bigger_than_a_batch_goes_a_batch_at_a_time_around_a_held_row(pool
 
         // Two batches of the tie; then the held row, the one left free and
         // the three after it are fewer than a batch: the last window.
-        assert_eq!(deletes(&pool).await, [5, 5, 4], "{row_locks:?}");
+        assert_eq!(logged_statements(&pool).await, [5, 5, 4], "{row_locks:?}");
         assert_eq!(report.purged, 14, "{row_locks:?}");
         assert_eq!(session_ids(&pool).await, ["tie-7"], "{row_locks:?}");
         app.commit().await.unwrap();
