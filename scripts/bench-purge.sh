@@ -158,7 +158,9 @@ PY
 # this machine. "busy" spins one backend on the CPU for 1 s and touches no
 # table; "scan" reads the whole table 5 times (a count by expires_at with
 # no index and no parallel workers: one backend, as the purge), which
-# writes nothing and holds no row.
+# writes nothing and holds no row. They run on the copy the run's last
+# variant purged (dead rows, not vacuumed); "p99/before" compares them with
+# the same copy at the same moment.
 measure_control() {
     local db=$1 tag=$2 kind=$3 t0 t1 statement
     case $kind in
