@@ -14,7 +14,7 @@ use std::time::Instant;
 use chrono::{NaiveDateTime, TimeDelta};
 
 use super::walk::{Run, next_size};
-use crate::store::{DueSet, RowLocks, is_statement_timeout};
+use crate::store::{DueSet, RowLocks, clamp_bounds, is_statement_timeout};
 
 /// An ordinary round's first statement, at most: a full batch of 5000
 /// scattered rows took 100 to 210 ms on a loaded benchmark machine (a heap
@@ -55,6 +55,10 @@ fn step(
 ) -> Step {
     match (first, next) {
         (None, _) => Step::Done,
+        // Only a clamped edge comes back below where the walk is: the rows
+        // past the highest bound, which went with the tie at it. Whatever
+        // else, a walk that would not move on ends here.
+        (Some(first), _) if from.is_some_and(|from| first < from) => Step::Done,
         // Fewer than a batch are left: all of them, the set's last window.
         (Some(_), None) => Step::Window {
             from,
@@ -68,6 +72,20 @@ fn step(
             to: Some(next - TimeDelta::microseconds(1)),
             then: Some(next),
         },
+    }
+}
+
+/// A tie's window: its value; at a clamped bound ([`clamp_bounds`]: an
+/// edge of `-infinity`, `infinity` or a year chrono cannot hold), every row
+/// beyond it as well, which the bound stands for.
+fn tie_window(at: NaiveDateTime) -> (Option<NaiveDateTime>, Option<NaiveDateTime>) {
+    let (lowest, highest) = clamp_bounds();
+    if at <= lowest {
+        (None, Some(at))
+    } else if at >= highest {
+        (Some(at), None)
+    } else {
+        (Some(at), Some(at))
     }
 }
 
@@ -109,7 +127,7 @@ impl Run<'_> {
                     }
                     // Only `LIMIT` splits a tie; it needs the row locks first.
                     Step::Tie(at) => {
-                        let window = (Some(at), Some(at));
+                        let window = tie_window(at);
                         let locks = RowLocks::SkipLocked;
                         Some(
                             self.conn
@@ -150,6 +168,12 @@ impl Run<'_> {
                     None => return Ok(rows),
                 },
                 Step::Tie(at) if !moved && (batch.found < u64::from(rows) || given_up) => {
+                    // Nothing lies past the highest bound: the set is done
+                    // (from just past it, its rows would come back clamped
+                    // to it, the same tie for ever).
+                    if at >= clamp_bounds().1 {
+                        return Ok(rows);
+                    }
                     from = Some(at + TimeDelta::microseconds(1));
                 }
                 _ => {}
@@ -188,5 +212,16 @@ mod tests {
         );
         // A batch and one more share `a`: a window before it would be empty.
         assert_eq!(step(None, Some(a), Some(a)), Step::Tie(a));
+        // An edge below where the walk is (a clamped one): nothing to move to.
+        assert_eq!(step(Some(b), Some(a), Some(a)), Step::Done);
+    }
+
+    #[test]
+    fn a_tie_at_a_clamped_bound_takes_every_row_beyond_it() {
+        let (lowest, highest) = clamp_bounds();
+        assert_eq!(tie_window(lowest), (None, Some(lowest)));
+        assert_eq!(tie_window(highest), (Some(highest), None));
+        let t: NaiveDateTime = "2030-01-01T00:00:00".parse().unwrap();
+        assert_eq!(tie_window(t), (Some(t), Some(t)));
     }
 }

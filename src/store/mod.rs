@@ -32,7 +32,7 @@ pub use migrate::MIGRATE_LOCK_KEY;
 pub use purge::{
     Batch, DEACTIVATED_SQL, DELETE_EVENTS_SQL, DELETE_RANGE_LOCK_TIMEOUT_SQL,
     DELETE_RANGE_SKIP_LOCKED_SQL, DueSet, EXPIRED_SQL, Edge, Estimate, PURGE_LOCK_KEY,
-    PurgeConnection, RowLocks, SetSql, is_statement_timeout,
+    PurgeConnection, RowLocks, SetSql, clamp_bounds, is_statement_timeout,
 };
 pub use reconcile::{RECONCILE_LOCK_KEY, ReconcileLock};
 pub use sessions::{SessionRow, SessionStats, SessionStore};

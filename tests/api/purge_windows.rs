@@ -181,6 +181,42 @@ async fn expires_at_beyond_any_date_neither_stops_the_purge_nor_stays(pool: PgPo
     }
 }
 
+/// More rows than a batch past either end of chrono's calendar: expired at
+/// `-infinity` (or before 4713 BC), and deactivated at `infinity` (or past
+/// year 200,000). Their edges come back clamped to one value each, a tie:
+/// every one of them goes, in batches, and the run ends (the tie at the
+/// lowest bound had held none of its rows, the one at the highest had come
+/// round again for ever). In both ways of keeping off held rows.
+#[sqlx::test]
+async fn more_rows_past_the_calendar_than_a_batch_all_go_and_the_run_ends(pool: PgPool) {
+    for row_locks in [RowLocks::LockTimeout, RowLocks::SkipLocked] {
+        sqlx::raw_sql(
+            "INSERT INTO user_sessions (session_id, username, expires_at, is_active)                SELECT 'minus-infinity-' || i, 'x', '-infinity', true FROM generate_series(1, 6) AS i;              INSERT INTO user_sessions (session_id, username, expires_at, is_active) VALUES                ('ancient', 'x', timestamp '4714-11-24 00:00:00 BC', true),                ('expired', 'x', timestamp '2020-01-01', true),                ('ended-far', 'x', timestamp '290000-01-01', false),                ('kept-infinity', 'x', 'infinity', true);              INSERT INTO user_sessions (session_id, username, expires_at, is_active)                SELECT 'ended-infinity-' || i, 'x', 'infinity', false FROM generate_series(1, 6) AS i;",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let settings = Settings {
+            row_locks,
+            ..settings(5, Mode::Ordinary)
+        };
+
+        let report = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            purge_with(&pool, &settings),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{row_locks:?}: the purge never ended"));
+
+        assert_eq!(report.purged, 15, "{row_locks:?}");
+        assert_eq!(session_ids(&pool).await, ["kept-infinity"], "{row_locks:?}");
+        sqlx::raw_sql("DELETE FROM user_sessions")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
 /// A row that something keeps from going (here an app's `BEFORE DELETE`
 /// trigger that returns NULL) makes a window delete fewer rows than it
 /// locked, which is also what a row that moved does; the window is done

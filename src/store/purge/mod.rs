@@ -26,7 +26,7 @@ use super::run_lock::RunLock;
 
 pub use events::DELETE_EVENTS_SQL;
 pub use range_walk::{DELETE_RANGE_LOCK_TIMEOUT_SQL, DELETE_RANGE_SKIP_LOCKED_SQL, RowLocks};
-pub use windows::{Batch, DEACTIVATED_SQL, DueSet, EXPIRED_SQL, Edge, SetSql};
+pub use windows::{Batch, DEACTIVATED_SQL, DueSet, EXPIRED_SQL, Edge, SetSql, clamp_bounds};
 
 /// The purge's key for the one-`bigint` form of PostgreSQL's advisory locks
 /// ("SWPURGE" in ASCII). The webhook's locks use the two-`int4` form, whose

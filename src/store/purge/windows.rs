@@ -11,7 +11,7 @@
 //! window ends ([`PurgeConnection::window_edge`], the index alone), then the
 //! `DELETE` of the window's rows ([`PurgeConnection::delete_window`]).
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDate, NaiveDateTime};
 
 use super::range_walk::is_lock_timeout;
 use super::{PurgeConnection, RowLocks, within_limit};
@@ -25,15 +25,26 @@ pub enum DueSet {
     Deactivated,
 }
 
-/// `expires_at` within chrono's years. A walk that meets a clamped value
-/// still deletes the row: the first window of a set has no lower bound and
-/// the last no upper one. (More rows than a batch sharing one such value
-/// would be a tie at the clamped value, which holds none of them: they
-/// would stay.)
+/// `expires_at` within chrono's years, [`clamp_bounds`]. A walk that meets
+/// a clamped value still deletes the row: the first window of a set has no
+/// lower bound and the last no upper one, and a tie at a clamped value is
+/// open on its far side ([`crate::purge`]'s window walk).
 macro_rules! clamped {
     () => {
         "GREATEST(LEAST(expires_at, '200000-01-01'::timestamp), '4713-01-01 BC'::timestamp)"
     };
+}
+
+/// The lowest and highest edge `clamped!` answers, as chrono holds them:
+/// an edge at one of them stands for every row beyond it as well.
+pub fn clamp_bounds() -> (NaiveDateTime, NaiveDateTime) {
+    let midnight = |year| {
+        NaiveDate::from_ymd_opt(year, 1, 1)
+            .and_then(|day| day.and_hms_opt(0, 0, 0))
+            .expect("within chrono's years")
+    };
+    // 4713 BC is year -4712: chrono counts 1 BC as year 0.
+    (midnight(-4712), midnight(200_000))
 }
 
 /// The statements of one set, `$2` the cutoff (UTC) in each.
