@@ -25,14 +25,14 @@ pub enum DueSet {
     Deactivated,
 }
 
-/// `expires_at` within chrono's years. A walk that meets a clamped value
-/// still deletes the row: the first window of a set has no lower bound and
-/// the last no upper one. (More rows than a batch sharing one such value
-/// would be a tie at the clamped value, which holds none of them: they
-/// would stay.)
+/// `expires_at` within chrono's years ([`within_chrono`]). A walk that
+/// meets a clamped value still deletes the row: the first window of a set
+/// has no lower bound and the last no upper one. (More rows than a batch
+/// sharing one such value would be a tie at the clamped value, which holds
+/// none of them: they would stay.)
 macro_rules! clamped {
     () => {
-        "GREATEST(LEAST(expires_at, '200000-01-01'::timestamp), '4713-01-01 BC'::timestamp)"
+        within_chrono!("expires_at")
     };
 }
 
@@ -49,7 +49,7 @@ macro_rules! set_sql {
             // due row and sort them.
             //
             // Each value comes back clamped into what chrono can hold
-            // (`CLAMPED`): decoding `-infinity`, `infinity` or a year past
+            // (`clamped!`): decoding `-infinity`, `infinity` or a year past
             // 262,143 would panic, and the purge with it.
             edge: concat!(
                 "SELECT (SELECT ",
