@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::CHECK_AFTER_IDLE;
 use super::connections::{IDLE_TIMEOUT, MAX_LIFETIME, connection_lost};
 use super::limit;
-use super::sessions::SessionRow;
+use super::sessions::{SessionRow, session_columns};
 use crate::sessions::metrics::{ReadWaiting, read_batch};
 
 /// Ids per statement at most: past a few dozen, a bigger batch saves
@@ -39,10 +39,12 @@ const READ_LIMIT: Duration = Duration::from_secs(2);
 /// queued (each one is still bounded by [`limit::CALL_TIMEOUT`]).
 const QUEUE: usize = 1024;
 
-const LOAD_MANY: &str = "\
-    SELECT session_id, username, session_data, created_at, updated_at, expires_at \
-    FROM user_sessions \
-    WHERE session_id = ANY($1) AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')";
+const LOAD_MANY: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM user_sessions \
+     WHERE session_id = ANY($1) AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')"
+);
 
 type Answer = Result<Option<SessionRow>, sqlx::Error>;
 
