@@ -38,7 +38,7 @@ const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// A check that takes longer finds a connection that stopped answering (a
 /// partition without a reset): it is dropped, and another one tried, within
 /// [`ACQUIRE_TIMEOUT`].
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// sqlx's defaults for its pool.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub(super) const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);

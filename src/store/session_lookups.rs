@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::CHECK_AFTER_IDLE;
-use super::connections::{IDLE_TIMEOUT, MAX_LIFETIME, connection_lost};
+use super::connections::{IDLE_TIMEOUT, MAX_LIFETIME, PING_TIMEOUT, connection_lost};
 use super::limit;
 use super::sessions::{SessionRow, session_columns};
 use crate::sessions::metrics::{ReadWaiting, read_batch};
@@ -229,8 +229,11 @@ impl Reader {
     /// it is past its life ([`MAX_LIFETIME`]) or was idle past
     /// [`IDLE_TIMEOUT`]; checked with a ping when idle past
     /// [`CHECK_AFTER_IDLE`] (a restart, a failover or the server's
-    /// `idle_session_timeout` may have ended it); else a new one. Answers
-    /// whether it is a used connection taken unchecked.
+    /// `idle_session_timeout` may have ended it); else a new one. The ping
+    /// has [`PING_TIMEOUT`], as the webhook's connections have: one that
+    /// stopped answering (a partition without a reset) would otherwise take
+    /// all of [`READ_LIMIT`], and fail the batch, before a new one is
+    /// tried. Answers whether it is a used connection taken unchecked.
     async fn ready(&mut self) -> Result<bool, sqlx::Error> {
         if let Some(open) = &mut self.connection {
             let idle = open.used.elapsed();
@@ -238,7 +241,8 @@ impl Reader {
                 if idle < CHECK_AFTER_IDLE {
                     return Ok(true);
                 }
-                if open.connection.ping().await.is_ok() {
+                let check = tokio::time::timeout(PING_TIMEOUT, open.connection.ping()).await;
+                if matches!(check, Ok(Ok(()))) {
                     return Ok(false);
                 }
             }

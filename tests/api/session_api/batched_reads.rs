@@ -246,6 +246,33 @@ async fn a_read_on_a_silent_database_fails_within_its_limit_and_the_next_one_rec
     assert_eq!(row.username, "alice");
 }
 
+#[sqlx::test]
+async fn a_read_on_a_connection_gone_silent_while_idle_reconnects_within_its_limit(pool: PgPool) {
+    add_session(&pool, "live-0", "alice", Some("{}"), 60, true).await;
+    let hole = Blackhole::to(server_of(&pool)).await;
+    let options = (*pool.connect_options())
+        .clone()
+        .host("127.0.0.1")
+        .port(hole.address.port());
+    let sessions = SessionStore::new(store::pool_with(options, 2));
+    assert!(sessions.load("live-0").await.unwrap().is_some());
+
+    // The reader's connection stops answering (a partition without a
+    // reset) while new connections still go through; idle past 1 s, it is
+    // checked before use. The check gives up on it in time for a new one
+    // within the batch's limit.
+    hole.swallow();
+    hole.heal();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = Instant::now();
+    let row = sessions
+        .load("live-0")
+        .await
+        .unwrap_or_else(|error| panic!("{error} after {:?}", started.elapsed()))
+        .unwrap();
+    assert_eq!(row.username, "alice");
+}
+
 /// Ends the reader's session from the server's side, as a restart, a
 /// failover or `idle_session_timeout` would; answers how many it ended.
 async fn end_the_readers_session(pool: &PgPool) -> i64 {
