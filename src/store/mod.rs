@@ -1,5 +1,26 @@
 //! All SQL lives under this module.
 
+/// `$column`, a `TIMESTAMP` of `user_sessions`, within the years chrono
+/// holds (4713 BC to 200000; NULL stays NULL), wherever one is decoded: the
+/// web app writes these columns itself, `'infinity'` and `'-infinity'`
+/// included, and sqlx decodes a value past chrono's years (262,143) with a
+/// panic. A macro, so that a statement can be a `const`. The `CASE` keeps
+/// NULL (`LEAST` ignores it) and has no `ELSE $column`: that would name the
+/// result `$column`, and an `ORDER BY $column` would sort by it, not by the
+/// column's index.
+macro_rules! within_chrono {
+    ($column:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $column,
+            " IS NOT NULL THEN GREATEST(LEAST(",
+            $column,
+            ", '200000-01-01'::timestamp), '4713-01-01 BC'::timestamp) END"
+        )
+    };
+}
+pub(crate) use within_chrono;
+
 mod apply;
 mod connections;
 mod doctor;

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::CHECK_AFTER_IDLE;
 use super::connections::{IDLE_TIMEOUT, MAX_LIFETIME, connection_lost};
 use super::limit;
-use super::sessions::SessionRow;
+use super::sessions::{SessionRow, session_columns};
 use crate::sessions::metrics::{ReadWaiting, read_batch};
 
 /// Ids per statement at most: past a few dozen, a bigger batch saves
@@ -35,14 +35,23 @@ const MAX_BATCH: usize = 64;
 /// is then closed, and the next batch opens another.
 const READ_LIMIT: Duration = Duration::from_secs(2);
 
+/// The check of a connection idle past [`CHECK_AFTER_IDLE`], at most: a
+/// ping is one round trip, and the rest of [`READ_LIMIT`] is left for a
+/// new connection and the batch's read when the old one stopped answering
+/// (a partition without a reset). Half the webhook's ping limit: a batch
+/// has 2 s in all, where the webhook's acquire has 3.
+const PING_LIMIT: Duration = Duration::from_millis(500);
+
 /// Requests waiting for a reader at most; past it, a request waits to be
 /// queued (each one is still bounded by [`limit::CALL_TIMEOUT`]).
 const QUEUE: usize = 1024;
 
-const LOAD_MANY: &str = "\
-    SELECT session_id, username, session_data, created_at, updated_at, expires_at \
-    FROM user_sessions \
-    WHERE session_id = ANY($1) AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')";
+const LOAD_MANY: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM user_sessions \
+     WHERE session_id = ANY($1) AND is_active AND expires_at > (now() AT TIME ZONE 'UTC')"
+);
 
 type Answer = Result<Option<SessionRow>, sqlx::Error>;
 
@@ -227,8 +236,11 @@ impl Reader {
     /// it is past its life ([`MAX_LIFETIME`]) or was idle past
     /// [`IDLE_TIMEOUT`]; checked with a ping when idle past
     /// [`CHECK_AFTER_IDLE`] (a restart, a failover or the server's
-    /// `idle_session_timeout` may have ended it); else a new one. Answers
-    /// whether it is a used connection taken unchecked.
+    /// `idle_session_timeout` may have ended it); else a new one. The ping
+    /// has [`PING_LIMIT`], as the webhook's connections have theirs: one that
+    /// stopped answering (a partition without a reset) would otherwise take
+    /// all of [`READ_LIMIT`], and fail the batch, before a new one is
+    /// tried. Answers whether it is a used connection taken unchecked.
     async fn ready(&mut self) -> Result<bool, sqlx::Error> {
         if let Some(open) = &mut self.connection {
             let idle = open.used.elapsed();
@@ -236,7 +248,8 @@ impl Reader {
                 if idle < CHECK_AFTER_IDLE {
                     return Ok(true);
                 }
-                if open.connection.ping().await.is_ok() {
+                let check = tokio::time::timeout(PING_LIMIT, open.connection.ping()).await;
+                if matches!(check, Ok(Ok(()))) {
                     return Ok(false);
                 }
             }

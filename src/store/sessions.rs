@@ -54,7 +54,25 @@ const LIVE: &str = "is_active AND expires_at > (now() AT TIME ZONE 'UTC')";
 /// "Now" in UTC, whatever the connection's TimeZone.
 const NOW: &str = "(now() AT TIME ZONE 'UTC')";
 
-const COLUMNS: &str = "session_id, username, session_data, created_at, updated_at, expires_at";
+/// The columns of a [`SessionRow`], its times [`within_chrono`]: the
+/// `SELECT` or `RETURNING` list of every statement that answers sessions,
+/// the batched reads' included, so that none decodes a time unclamped.
+macro_rules! session_columns {
+    () => {
+        concat!(
+            "session_id, username, session_data, ",
+            $crate::store::within_chrono!("created_at"),
+            " AS created_at, ",
+            $crate::store::within_chrono!("updated_at"),
+            " AS updated_at, ",
+            $crate::store::within_chrono!("expires_at"),
+            " AS expires_at"
+        )
+    };
+}
+pub(super) use session_columns;
+
+const COLUMNS: &str = session_columns!();
 
 #[derive(Clone, Debug)]
 pub struct SessionStore {
@@ -82,25 +100,23 @@ impl SessionStore {
         lifetime: Duration,
         record_lifetime: bool,
     ) -> Result<SessionRow, sqlx::Error> {
-        let (session_data, created_at, updated_at, expires_at) = bounded!(&self.pool, |conn| {
-            sqlx::query_as(
-                "SELECT o_session_data, o_created_at, o_updated_at, o_expires_at \
-                 FROM sw_session_create($1, $2, $3, $4, $5)",
-            )
-            .bind(session_id)
-            .bind(username)
-            .bind(members)
-            .bind(secs(lifetime))
-            .bind(record_lifetime)
-            .fetch_one(conn)
-        })?;
-        Ok(SessionRow {
-            session_id: session_id.to_owned(),
-            username: username.to_owned(),
-            session_data,
-            created_at,
-            updated_at,
-            expires_at,
+        // The row as inserted, which a trigger of the web app's may have
+        // changed.
+        let query = format!(
+            "SELECT {COLUMNS} FROM ( \
+                 SELECT $1::text AS session_id, $2::text AS username, \
+                        o_session_data AS session_data, o_created_at AS created_at, \
+                        o_updated_at AS updated_at, o_expires_at AS expires_at \
+                 FROM sw_session_create($1, $2, $3, $4, $5)) AS created"
+        );
+        bounded!(&self.pool, |conn| {
+            sqlx::query_as(sqlx::AssertSqlSafe(query))
+                .bind(session_id)
+                .bind(username)
+                .bind(members)
+                .bind(secs(lifetime))
+                .bind(record_lifetime)
+                .fetch_one(conn)
         })
     }
 
@@ -135,9 +151,10 @@ impl SessionStore {
                    AND u.expires_at - f.lifetime < {NOW} - make_interval(secs => $3) \
                  RETURNING u.id, u.expires_at \
              ) \
-             SELECT f.session_id, f.username, f.session_data, f.created_at, f.updated_at, \
-                    COALESCE(t.expires_at, f.expires_at) AS expires_at \
-             FROM found f LEFT JOIN touched t ON t.id = f.id"
+             SELECT {COLUMNS} FROM ( \
+                 SELECT f.session_id, f.username, f.session_data, f.created_at, f.updated_at, \
+                        COALESCE(t.expires_at, f.expires_at) AS expires_at \
+                 FROM found f LEFT JOIN touched t ON t.id = f.id) AS answered"
         );
         bounded!(&self.pool, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(query))
@@ -177,7 +194,7 @@ impl SessionStore {
     pub async fn list(&self, username: &str) -> Result<Vec<SessionRow>, sqlx::Error> {
         let query = format!(
             "SELECT {COLUMNS} FROM user_sessions WHERE username = $1 AND {LIVE} \
-             ORDER BY created_at DESC NULLS LAST, id DESC"
+             ORDER BY user_sessions.created_at DESC NULLS LAST, id DESC"
         );
         bounded!(&self.pool, |conn| {
             sqlx::query_as(sqlx::AssertSqlSafe(query))
@@ -230,9 +247,12 @@ impl SessionStore {
     }
 
     pub async fn stats(&self) -> Result<SessionStats, sqlx::Error> {
+        // Clamped: PostgreSQL before 17 refuses to subtract an infinite
+        // timestamp.
+        let created_at = within_chrono!("created_at");
         let query = format!(
             "WITH live AS ( \
-                 SELECT username, extract(epoch FROM (now() AT TIME ZONE 'UTC') - created_at)::float8 AS age \
+                 SELECT username, extract(epoch FROM {NOW} - {created_at})::float8 AS age \
                  FROM user_sessions WHERE {LIVE} \
              ), per_user AS (SELECT count(*) AS n FROM live GROUP BY username) \
              SELECT (SELECT count(*) FROM live) AS active, \
@@ -247,9 +267,14 @@ impl SessionStore {
 }
 
 /// Seconds a session had lived when it ended (0 when the app left
-/// `created_at` empty).
-const LIVED: &str =
-    "COALESCE(extract(epoch FROM (now() AT TIME ZONE 'UTC') - created_at), 0)::float8";
+/// `created_at` empty). Clamped: PostgreSQL before 17 refuses to subtract
+/// an infinite timestamp, and the infinite age a later one answers would
+/// panic `Duration::from_secs_f64`.
+const LIVED: &str = concat!(
+    "COALESCE(extract(epoch FROM (now() AT TIME ZONE 'UTC') - ",
+    within_chrono!("created_at"),
+    "), 0)::float8"
+);
 
 fn secs(duration: Duration) -> i32 {
     i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)

@@ -25,18 +25,20 @@ pub enum DueSet {
     Deactivated,
 }
 
-/// `expires_at` within chrono's years, [`clamp_bounds`]. A walk that meets
-/// a clamped value still deletes the row: the first window of a set has no
-/// lower bound and the last no upper one, and a tie at a clamped value is
-/// open on its far side ([`crate::purge`]'s window walk).
+/// `expires_at` within chrono's years ([`within_chrono`], its bounds as
+/// [`clamp_bounds`]). A walk that meets a clamped value still deletes the
+/// row: the first window of a set has no lower bound and the last no upper
+/// one, and a tie at a clamped value is open on its far side
+/// ([`crate::purge`]'s window walk).
 macro_rules! clamped {
     () => {
-        "GREATEST(LEAST(expires_at, '200000-01-01'::timestamp), '4713-01-01 BC'::timestamp)"
+        within_chrono!("expires_at")
     };
 }
 
-/// The lowest and highest edge `clamped!` answers, as chrono holds them:
-/// an edge at one of them stands for every row beyond it as well.
+/// The lowest and highest edge `clamped!` answers, as chrono holds them
+/// (the literals of [`within_chrono`]): an edge at one of them stands for
+/// every row beyond it as well.
 pub fn clamp_bounds() -> (NaiveDateTime, NaiveDateTime) {
     let midnight = |year| {
         NaiveDate::from_ymd_opt(year, 1, 1)
@@ -60,7 +62,7 @@ macro_rules! set_sql {
             // due row and sort them.
             //
             // Each value comes back clamped into what chrono can hold
-            // (`CLAMPED`): decoding `-infinity`, `infinity` or a year past
+            // (`clamped!`): decoding `-infinity`, `infinity` or a year past
             // 262,143 would panic, and the purge with it.
             edge: concat!(
                 "SELECT (SELECT ",

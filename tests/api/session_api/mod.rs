@@ -107,3 +107,26 @@ pub async fn writes(pool: &PgPool, session_id: &str) -> i64 {
         .await
         .unwrap()
 }
+
+/// Sets a session's times as the web app may write them itself: `'infinity'`,
+/// `'-infinity'`, a year past chrono's (262,143), or `None` for NULL.
+pub async fn set_times(
+    pool: &PgPool,
+    session_id: &str,
+    created_at: Option<&str>,
+    updated_at: Option<&str>,
+    expires_at: &str,
+) {
+    sqlx::query(
+        "UPDATE user_sessions \
+         SET created_at = $2::timestamp, updated_at = $3::timestamp, expires_at = $4::timestamp \
+         WHERE session_id = $1",
+    )
+    .bind(session_id)
+    .bind(created_at)
+    .bind(updated_at)
+    .bind(expires_at)
+    .execute(pool)
+    .await
+    .unwrap();
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::TOKEN;
+use super::{TOKEN, set_times};
 use crate::binary::{Server, bare_command, database_url};
 use crate::helpers::add_session;
 
@@ -248,4 +248,32 @@ async fn the_python_client_works_against_the_real_server(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!((created, ended), (2, 2));
+}
+
+/// The times the web app may write itself (`'infinity'`, `'-infinity'`)
+/// print as the years chrono holds at either end (4713 BC, 200000).
+#[sqlx::test]
+async fn the_sessions_commands_show_infinite_times_as_the_years_chrono_holds(pool: PgPool) {
+    add_session(&pool, "EEEEEEEE-endless", "alice", Some("{}"), 60, true).await;
+    set_times(
+        &pool,
+        "EEEEEEEE-endless",
+        Some("-infinity"),
+        Some("infinity"),
+        "infinity",
+    )
+    .await;
+
+    let (ok, out) = sessions_command(&pool, &["list", "--user", "alice"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        "-4712-01-01T00:00:00Z +200000-01-01T00:00:00Z EEEEEEEE…\n"
+    );
+    let (ok, out) = sessions_command(&pool, &["stats"]);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("active sessions: 1\n"), "{out}");
+    let (ok, out) = sessions_command(&pool, &["revoke", "--user", "alice"]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "ended 1 sessions\n");
 }

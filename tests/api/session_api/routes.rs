@@ -368,3 +368,80 @@ async fn ten_thousand_creations_give_ten_thousand_distinct_43_character_ids(pool
     }
     assert_eq!(ids.len(), 10_000);
 }
+
+/// The web app writes `user_sessions` itself: `'infinity'`, `'-infinity'`
+/// and years past chrono's (262,143) are its to write. Every route answers
+/// for such a session as for any other; its times read as the years chrono
+/// holds at either end (4713 BC, 200000), NULL as null.
+#[sqlx::test]
+async fn sessions_with_infinite_times_answer_on_every_route(pool: PgPool) {
+    const NEVER: &str = "+200000-01-01T00:00:00.000000Z";
+    const EVER: &str = "-4712-01-01T00:00:00.000000Z";
+    let sliding = api_app(pool.clone(), &[("SESSION_TOUCH_INTERVAL", "1m")]);
+    let app = api_app(pool.clone(), &[]);
+    add_session(&pool, "endless", "alice", Some(r#"{"n":1}"#), 60, true).await;
+    set_times(
+        &pool,
+        "endless",
+        Some("-infinity"),
+        Some("infinity"),
+        "infinity",
+    )
+    .await;
+    add_session(&pool, "far-off", "alice", Some("{}"), 60, true).await;
+    set_times(&pool, "far-off", Some("250000-06-01"), None, "250000-06-01").await;
+    add_session(&pool, "expired-for-good", "alice", Some("{}"), 60, true).await;
+    set_times(&pool, "expired-for-good", None, None, "-infinity").await;
+    add_session(&pool, "bobs-endless", "bob", Some("{}"), 60, true).await;
+    set_times(&pool, "bobs-endless", Some("infinity"), None, "infinity").await;
+
+    for app in [&sliding, &app] {
+        let answer = call(app, "GET", "/sessions/endless", None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(answer.json["data"]["n"], 1);
+        assert_eq!(answer.json["created_at"], EVER);
+        assert_eq!(answer.json["updated_at"], NEVER);
+        assert_eq!(answer.json["expires_at"], NEVER);
+        let answer = call(app, "GET", "/sessions/expired-for-good", None).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.text);
+    }
+    // Sliding expiry never shortens a session that does not expire.
+    let expires_at: String = sqlx::query_scalar(
+        "SELECT expires_at::text FROM user_sessions WHERE session_id = 'endless'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(expires_at, "infinity");
+
+    let answer = call(&app, "GET", "/users/alice/sessions", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let listed = answer.json["sessions"].as_array().unwrap();
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["far-off", "endless"]);
+    assert_eq!(listed[0]["created_at"], NEVER);
+    assert_eq!(listed[0]["updated_at"], Value::Null);
+    assert_eq!(listed[0]["expires_at"], NEVER);
+    assert_eq!(listed[1]["created_at"], EVER);
+
+    let patch = Some(r#"{"data": {"n": 2}}"#);
+    let answer = call(&app, "PATCH", "/sessions/endless", patch).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.json["data"]["n"], 2);
+    assert_eq!(answer.json["created_at"], EVER);
+    assert_eq!(answer.json["expires_at"], NEVER);
+    let answer = call(&app, "PATCH", "/sessions/expired-for-good", patch).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "{}", answer.text);
+
+    // Ending one counts how long it lived, from a created_at at either end.
+    let answer = call(&app, "DELETE", "/sessions/bobs-endless", None).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.text);
+    let answer = call(&app, "DELETE", "/users/alice/sessions", None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.json, json!({"ended": 2}));
+    let answer = call(&app, "GET", "/users/alice/sessions", None).await;
+    assert_eq!(answer.json, json!({"sessions": []}));
+}
