@@ -9,7 +9,7 @@ use sqlx::{Connection, PgPool};
 use session_worker::store::{self, SessionStore, limit};
 
 use super::process::{api_server, send};
-use super::set_times;
+use super::{add_endless_session, set_times};
 use crate::binary::{Server, database_url};
 use crate::blackhole::Blackhole;
 use crate::cable::server_of;
@@ -86,15 +86,7 @@ async fn reads_arriving_together_share_a_statement_and_each_gets_its_own_answer(
 async fn a_session_that_never_expires_is_read_in_a_batch_with_the_others(pool: PgPool) {
     add_session(&pool, "first", "user-f", Some("{}"), 60, true).await;
     add_session(&pool, "live-0", "user-0", Some(r#"{"n":0}"#), 60, true).await;
-    add_session(&pool, "endless", "user-e", Some(r#"{"n":1}"#), 60, true).await;
-    set_times(
-        &pool,
-        "endless",
-        Some("-infinity"),
-        Some("infinity"),
-        "infinity",
-    )
-    .await;
+    add_endless_session(&pool, "endless", "user-e", r#"{"n":1}"#).await;
     add_session(&pool, "expired-for-good", "user-x", Some("{}"), 60, true).await;
     set_times(&pool, "expired-for-good", None, None, "-infinity").await;
     let server = api_server(&pool, &[]);

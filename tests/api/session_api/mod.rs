@@ -130,3 +130,17 @@ pub async fn set_times(
     .await
     .unwrap();
 }
+
+/// A live session that never expires, with every time infinite: created at
+/// `-infinity`, updated and expiring at `infinity`.
+pub async fn add_endless_session(pool: &PgPool, session_id: &str, username: &str, data: &str) {
+    crate::helpers::add_session(pool, session_id, username, Some(data), 60, true).await;
+    set_times(
+        pool,
+        session_id,
+        Some("-infinity"),
+        Some("infinity"),
+        "infinity",
+    )
+    .await;
+}

@@ -379,15 +379,7 @@ async fn sessions_with_infinite_times_answer_on_every_route(pool: PgPool) {
     const EVER: &str = "-4712-01-01T00:00:00.000000Z";
     let sliding = api_app(pool.clone(), &[("SESSION_TOUCH_INTERVAL", "1m")]);
     let app = api_app(pool.clone(), &[]);
-    add_session(&pool, "endless", "alice", Some(r#"{"n":1}"#), 60, true).await;
-    set_times(
-        &pool,
-        "endless",
-        Some("-infinity"),
-        Some("infinity"),
-        "infinity",
-    )
-    .await;
+    add_endless_session(&pool, "endless", "alice", r#"{"n":1}"#).await;
     add_session(&pool, "far-off", "alice", Some("{}"), 60, true).await;
     set_times(&pool, "far-off", Some("250000-06-01"), None, "250000-06-01").await;
     add_session(&pool, "expired-for-good", "alice", Some("{}"), 60, true).await;
