@@ -185,11 +185,15 @@ impl Store {
 
     /// Of the 1000 newest sessions, how many were created more than five
     /// minutes "in the future" by UTC: the mark of a web app that writes
-    /// local time ahead of UTC into the `TIMESTAMP` columns.
+    /// local time ahead of UTC into the `TIMESTAMP` columns. At most 15
+    /// hours ahead: no time zone is further ahead of UTC than 14, so a date
+    /// beyond is one the app set on purpose (`'infinity'` included), not a
+    /// clock in local time.
     pub async fn sessions_from_the_future(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT created_at FROM user_sessions ORDER BY id DESC LIMIT 1000) s \
-             WHERE s.created_at > (now() AT TIME ZONE 'UTC') + interval '5 minutes'",
+             WHERE s.created_at > (now() AT TIME ZONE 'UTC') + interval '5 minutes' \
+               AND s.created_at <= (now() AT TIME ZONE 'UTC') + interval '15 hours'",
         )
         .fetch_one(self.pool())
         .await

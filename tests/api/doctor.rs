@@ -51,6 +51,47 @@ async fn a_sound_database_passes_every_check(pool: PgPool) {
     assert!(!run.stdout.contains(&WEBHOOK_SECRET[6..]), "{run}");
 }
 
+/// Sessions created "hours from now" in UTC are the mark of a web app that
+/// writes local time ahead of UTC: named, with what to do.
+#[sqlx::test]
+async fn sessions_written_in_local_time_are_named(pool: PgPool) {
+    sqlx::raw_sql(
+        "INSERT INTO user_sessions (session_id, username, created_at, expires_at) \
+         VALUES ('tokyo', 'x', (now() AT TIME ZONE 'UTC') + interval '9 hours', \
+                 (now() AT TIME ZONE 'UTC') + interval '1 day')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let run = doctor(&pool, &[]).await;
+
+    assert!(
+        failure(&run, "time zones").contains("writes local time"),
+        "{run}"
+    );
+}
+
+/// A creation date the app set on purpose far ahead (`'infinity'`, a year
+/// no clock reads) is no time zone: the check passes.
+#[sqlx::test]
+async fn sessions_created_far_ahead_on_purpose_are_not_taken_for_local_time(pool: PgPool) {
+    sqlx::raw_sql(
+        "INSERT INTO user_sessions (session_id, username, created_at, expires_at) VALUES \
+           ('endless', 'x', 'infinity', 'infinity'), \
+           ('far-off', 'x', timestamp '290000-01-01', 'infinity'), \
+           ('next-week', 'x', (now() AT TIME ZONE 'UTC') + interval '7 days', 'infinity')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let run = doctor(&pool, &[]).await;
+
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.lines_starting("ok   time zones:").len(), 1, "{run}");
+}
+
 #[sqlx::test]
 async fn a_dropped_index_is_named_with_the_statement_that_rebuilds_it(pool: PgPool) {
     sqlx::query("DROP INDEX user_sessions_expires_at_idx")
