@@ -381,7 +381,7 @@ async fn sessions_with_infinite_times_answer_on_every_route(pool: PgPool) {
     let app = api_app(pool.clone(), &[]);
     add_endless_session(&pool, "endless", "alice", r#"{"n":1}"#).await;
     add_session(&pool, "far-off", "alice", Some("{}"), 60, true).await;
-    set_times(&pool, "far-off", Some("250000-06-01"), None, "250000-06-01").await;
+    set_times(&pool, "far-off", Some("290000-06-01"), None, "290000-06-01").await;
     add_session(&pool, "expired-for-good", "alice", Some("{}"), 60, true).await;
     set_times(&pool, "expired-for-good", None, None, "-infinity").await;
     add_session(&pool, "bobs-endless", "bob", Some("{}"), 60, true).await;
