@@ -206,17 +206,23 @@ async fn an_id_or_username_holding_nul_is_refused_before_any_statement(pool: PgP
     assert_eq!(send(&server, "GET", "/sessions/live-0", None).await.0, 200);
 }
 
+/// A session store whose connections go through a proxy the test can
+/// silence, and the proxy.
+async fn through_a_blackhole(pool: &PgPool) -> (Blackhole, SessionStore) {
+    let hole = Blackhole::to(server_of(pool)).await;
+    let options = (*pool.connect_options())
+        .clone()
+        .host("127.0.0.1")
+        .port(hole.address.port());
+    (hole, SessionStore::new(store::pool_with(options, 2)))
+}
+
 #[sqlx::test]
 async fn a_read_on_a_silent_database_fails_within_its_limit_and_the_next_one_reconnects(
     pool: PgPool,
 ) {
     add_session(&pool, "live-0", "alice", Some("{}"), 60, true).await;
-    let hole = Blackhole::to(server_of(&pool)).await;
-    let options = (*pool.connect_options())
-        .clone()
-        .host("127.0.0.1")
-        .port(hole.address.port());
-    let sessions = SessionStore::new(store::pool_with(options, 2));
+    let (hole, sessions) = through_a_blackhole(&pool).await;
     // The reader's connection is open and has answered.
     let row = sessions.load("live-0").await.unwrap().unwrap();
     assert_eq!(row.username, "alice");
@@ -241,12 +247,7 @@ async fn a_read_on_a_silent_database_fails_within_its_limit_and_the_next_one_rec
 #[sqlx::test]
 async fn a_read_on_a_connection_gone_silent_while_idle_reconnects_within_its_limit(pool: PgPool) {
     add_session(&pool, "live-0", "alice", Some("{}"), 60, true).await;
-    let hole = Blackhole::to(server_of(&pool)).await;
-    let options = (*pool.connect_options())
-        .clone()
-        .host("127.0.0.1")
-        .port(hole.address.port());
-    let sessions = SessionStore::new(store::pool_with(options, 2));
+    let (hole, sessions) = through_a_blackhole(&pool).await;
     assert!(sessions.load("live-0").await.unwrap().is_some());
 
     // The reader's connection stops answering (a partition without a
