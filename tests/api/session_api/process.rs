@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{TOKEN, set_times};
+use super::{TOKEN, add_endless_session};
 use crate::binary::{Server, bare_command, database_url};
 use crate::helpers::add_session;
 
@@ -254,15 +254,7 @@ async fn the_python_client_works_against_the_real_server(pool: PgPool) {
 /// print as the years chrono holds at either end (4713 BC, 200000).
 #[sqlx::test]
 async fn the_sessions_commands_show_infinite_times_as_the_years_chrono_holds(pool: PgPool) {
-    add_session(&pool, "EEEEEEEE-endless", "alice", Some("{}"), 60, true).await;
-    set_times(
-        &pool,
-        "EEEEEEEE-endless",
-        Some("-infinity"),
-        Some("infinity"),
-        "infinity",
-    )
-    .await;
+    add_endless_session(&pool, "EEEEEEEE-endless", "alice", "{}").await;
 
     let (ok, out) = sessions_command(&pool, &["list", "--user", "alice"]);
     assert!(ok, "{out}");
